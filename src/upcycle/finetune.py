@@ -1,0 +1,325 @@
+"""Finetuning: a :class:`FinetuneSpec` goes in, a :class:`FinetuneResult` comes out.
+
+The spec names a base checkpoint, a task, a seed and a protocol. Its :meth:`~FinetuneSpec.key` hashes their
+*content* (checkpoint and task fingerprints, the protocol's values), so the same work always has the same key
+wherever the files live; the results store is keyed by it.
+
+The engine is a plain PyTorch loop: tokenise once, length-grouped batches padded per batch, AdamW with linear
+warmup and decay, gradient clipping, then evaluation on the test split sorted by length (bf16 autocast where
+the CPU supports it natively). Model selection (early stopping) only ever looks at the validation split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from . import __version__
+from .batching import Encoded, collate, encode, eval_batches, train_batches
+from .checkpoints import (
+    Checkpoint,
+    load_for_classification,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .errors import TaskError, UpcycleError
+from .metrics import classification_metrics, regression_metrics
+from .protocols import Protocol, get_protocol
+from .tasks import Task, load_task
+
+ENGINE_VERSION = 1  # bump when a change to the loop changes what a spec produces
+ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class TaskRef(BaseModel):
+    """How to load a task again (in this process or on a Ray worker), and the fingerprint it must have."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    name: str
+    fingerprint: str
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    task_type: str = "auto"
+
+    def load(self) -> Task:
+        task = load_task(
+            self.source, text_column=self.text_column, text_pair_column=self.text_pair_column,
+            label_column=self.label_column, task_type=self.task_type, name=self.name,  # type: ignore[arg-type]
+        )
+        if task.fingerprint != self.fingerprint:
+            raise TaskError(f"{self.source}: the data changed since this spec was made (fingerprint differs).")
+        return task
+
+    @classmethod
+    def of(cls, task: Task, **load_options: Any) -> TaskRef:
+        return cls(source=task.source, name=task.name, fingerprint=task.fingerprint, **load_options)
+
+
+class CheckpointRef(BaseModel):
+    """A checkpoint's location (for loading) and fingerprint (for identity)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    name: str
+    fingerprint: str
+    model_type: str
+    allow_pickle: bool = False
+
+    def resolve(self) -> Checkpoint:
+        checkpoint = resolve_checkpoint(self.reference, allow_pickle=self.allow_pickle)
+        if checkpoint.fingerprint != self.fingerprint:
+            raise UpcycleError(f"{self.reference}: the weights changed since this spec was made (fingerprint differs).")
+        return checkpoint
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> CheckpointRef:
+        return cls(reference=str(checkpoint.path), name=checkpoint.name, fingerprint=checkpoint.fingerprint,
+                   model_type=checkpoint.arch.model_type, allow_pickle=checkpoint.is_pickle)
+
+
+class FinetuneSpec(BaseModel):
+    """One finetune to run: base checkpoint x task x seed x protocol. Immutable and hashable by :meth:`key`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base: CheckpointRef
+    task: TaskRef
+    seed: int = 0
+    protocol: Protocol
+
+    def key(self) -> str:
+        """sha256 of the canonical JSON of what determines the outcome; paths and names are left out."""
+        identity = {
+            "base": self.base.fingerprint,
+            "task": self.task.fingerprint,
+            "seed": self.seed,
+            "protocol": self.protocol.model_dump(exclude={"name"}),
+            "engine": ENGINE_VERSION,
+        }
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def create(
+        cls,
+        base: str | Checkpoint,
+        task: str | Task,
+        *,
+        seed: int = 0,
+        protocol: str | Protocol = "quick",
+        overrides: dict[str, Any] | None = None,
+        allow_pickle: bool = False,
+        **task_options: Any,
+    ) -> FinetuneSpec:
+        """Resolve ``base`` and load ``task`` (with loader ``task_options``) to build a spec."""
+        checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base, allow_pickle=allow_pickle)
+        loaded = task if isinstance(task, Task) else load_task(task, **task_options)
+        options = {k: v for k, v in task_options.items() if k in TaskRef.model_fields and v is not None}
+        options.pop("name", None)
+        return cls(base=CheckpointRef.of(checkpoint), task=TaskRef.of(loaded, **options), seed=seed,
+                   protocol=get_protocol(protocol, overrides))
+
+
+class FinetuneResult(BaseModel):
+    """What a finetune measured. ``metrics`` are on the test split; ``validation`` on the validation split."""
+
+    key: str
+    task_name: str
+    base_name: str
+    seed: int
+    protocol: str
+    metric: str
+    score: float
+    metrics: dict[str, float]
+    validation: dict[str, float] | None = None
+    n_train: int
+    n_test: int
+    epochs_run: int
+    train_seconds: float
+    eval_seconds: float
+    train_examples_per_s: float
+    eval_examples_per_s: float
+    eval_precision: str
+    checkpoint_path: str | None = None
+    versions: dict[str, str]
+    created_at: str
+
+
+def configure_threads() -> int:
+    """Use one intra-op thread per core this process may run on (torch's default counts all cores)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
+    return cores
+
+
+def resolve_eval_precision(requested: str) -> str:
+    """``auto`` -> ``bf16`` on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return "bf16" if probe is not None and probe() else "fp32"
+
+
+def run_finetune(
+    spec: FinetuneSpec, *, save_to: str | Path | None = None, progress: ProgressCallback | None = None
+) -> FinetuneResult:
+    """Train ``spec.base`` on ``spec.task`` under ``spec.protocol`` and evaluate on the test split.
+
+    With ``save_to`` the finetuned model, its tokenizer and an ``upcycle.json`` provenance file are written
+    there atomically.
+    """
+    import torch
+
+    configure_threads()
+    protocol = spec.protocol
+    checkpoint = spec.base.resolve()
+    task = spec.task.load().subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+    tokenizer = load_tokenizer(checkpoint)
+    model = load_for_classification(checkpoint, task.label_names, spec.seed)
+    regression = task.kind == "regression"
+    data = {name: encode(tokenizer, split, protocol.max_length, regression) for name, split in task.splits.items()}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    precision = resolve_eval_precision(protocol.eval_precision)
+
+    def evaluate(split: str) -> tuple[dict[str, float], float]:
+        started = time.perf_counter()
+        predictions = predict(model, data[split], pad_id, precision=precision, regression=regression,
+                              progress=progress, phase=f"eval {split}")
+        seconds = time.perf_counter() - started
+        return compute_metrics(task, predictions, data[split].labels), seconds
+
+    learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
+    trainer = _Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
+    best_score, best_state, best_validation, stale = -np.inf, None, None, 0
+    train_seconds, epochs_run = 0.0, 0
+    for epoch in range(protocol.epochs):
+        started = time.perf_counter()
+        trainer.train_epoch(epoch, progress)
+        train_seconds += time.perf_counter() - started
+        epochs_run = epoch + 1
+        if protocol.early_stopping_patience is None:
+            continue
+        validation, _ = evaluate("validation")
+        if validation[task.primary_metric] > best_score:
+            best_score, best_validation, stale = validation[task.primary_metric], validation, 0
+            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= protocol.early_stopping_patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test_metrics, eval_seconds = evaluate("test")
+    result = FinetuneResult(
+        key=spec.key(), task_name=task.name, base_name=spec.base.name, seed=spec.seed, protocol=protocol.name,
+        metric=task.primary_metric, score=test_metrics[task.primary_metric], metrics=test_metrics,
+        validation=best_validation, n_train=len(data["train"]), n_test=len(data["test"]), epochs_run=epochs_run,
+        train_seconds=train_seconds, eval_seconds=eval_seconds,
+        train_examples_per_s=len(data["train"]) * epochs_run / max(train_seconds, 1e-9),
+        eval_examples_per_s=len(data["test"]) / max(eval_seconds, 1e-9), eval_precision=precision,
+        versions=_versions(), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if save_to is not None:
+        provenance = {
+            "upcycle_version": __version__, "spec_key": result.key, "base_fingerprint": spec.base.fingerprint,
+            "base_name": spec.base.name, "task": task.name, "task_fingerprint": spec.task.fingerprint,
+            "seed": spec.seed, "protocol": protocol.model_dump(), "metrics": test_metrics,
+        }
+        saved = save_checkpoint(model, tokenizer, Path(save_to), provenance, overwrite=True)
+        result = result.model_copy(update={"checkpoint_path": str(saved.path)})
+    return result
+
+
+class _Trainer:
+    """AdamW (no decay on biases and LayerNorm weights) with linear warmup and decay, per-batch padding."""
+
+    def __init__(self, model, train: Encoded, protocol: Protocol, learning_rate: float, seed: int, pad_id: int):
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        self.model, self.train, self.protocol, self.pad_id = model, train, protocol, pad_id
+        self.rng = np.random.default_rng(seed)
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        groups = [{"params": decay, "weight_decay": protocol.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
+        steps_per_epoch = -(-len(train) // protocol.batch_size)
+        total = steps_per_epoch * protocol.epochs
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(np.ceil(total * protocol.warmup_ratio)), total)
+
+    def train_epoch(self, epoch: int, progress: ProgressCallback | None) -> None:
+        import torch
+
+        self.model.train()
+        batches = train_batches(self.train.lengths, self.protocol.batch_size, self.rng, self.protocol.length_grouping)
+        done = 0
+        for indices in batches:
+            batch = collate(self.train, indices, self.pad_id)
+            loss = self.model(**batch).loss
+            if not torch.isfinite(loss):
+                raise UpcycleError(f"Training diverged: the loss became {loss.item()} in epoch {epoch + 1}.")
+            loss.backward()
+            if self.protocol.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.protocol.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            done += len(indices)
+            if progress is not None:
+                progress(f"train epoch {epoch + 1}/{self.protocol.epochs}", done, len(self.train))
+
+
+def predict(
+    model, encoded: Encoded, pad_id: int, *, precision: str = "fp32", regression: bool = False,
+    batch_size: int = 128, progress: ProgressCallback | None = None, phase: str = "eval",
+) -> np.ndarray:
+    """Predictions for every example, in the original order: (n,) class indices or (n,) regression values."""
+    import torch
+
+    model.eval()
+    outputs = np.empty(len(encoded), dtype=np.float32 if regression else np.int64)
+    done = 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for indices in eval_batches(encoded.lengths, batch_size):
+            batch = collate(encoded, indices, pad_id)
+            batch.pop("labels")
+            logits = model(**batch).logits.float()
+            outputs[indices] = logits[:, 0].numpy() if regression else logits.argmax(-1).numpy()
+            done += len(indices)
+            if progress is not None:
+                progress(phase, done, len(encoded))
+    return outputs
+
+
+def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if task.kind == "regression":
+        return regression_metrics(predictions, labels)
+    return classification_metrics(predictions, labels, task.num_labels)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"upcycle": __version__, "engine": str(ENGINE_VERSION), "torch": torch.__version__,
+            "transformers": transformers.__version__}

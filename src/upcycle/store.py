@@ -1,0 +1,223 @@
+"""The results store: one SQLite file (WAL mode) holding checkpoints, tasks and finetune results.
+
+Results are keyed by :meth:`FinetuneSpec.key`, so a spec that is already stored is never trained again.
+The schema is versioned with SQLite's ``user_version``; opening an older database applies the missing
+migrations in order inside one transaction, and a database from a newer upcycle is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+from .finetune import FinetuneResult, FinetuneSpec
+
+DEFAULT_DB = "upcycle.db"
+
+MIGRATIONS: list[str] = [
+    # 1: checkpoints (the zoo, with lineage), tasks, finetune results
+    """
+    CREATE TABLE checkpoints (
+        fingerprint TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        model_type TEXT NOT NULL,
+        source_task TEXT,
+        base_fingerprint TEXT,
+        provenance TEXT,
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE tasks (
+        fingerprint TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        num_labels INTEGER NOT NULL,
+        sizes TEXT NOT NULL,
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE finetune_results (
+        key TEXT PRIMARY KEY,
+        base_fingerprint TEXT NOT NULL,
+        task_fingerprint TEXT NOT NULL,
+        task_name TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        protocol TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        score REAL NOT NULL,
+        spec TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX finetune_results_base ON finetune_results (base_fingerprint);
+    CREATE INDEX finetune_results_task ON finetune_results (task_fingerprint);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A registered checkpoint and its lineage (the base it was finetuned from, on which task)."""
+
+    fingerprint: str
+    name: str
+    path: str
+    arch: str
+    model_type: str
+    source_task: str | None
+    base_fingerprint: str | None
+    added_at: str
+
+
+def migrate(connection: sqlite3.Connection, migrations: list[str] = MIGRATIONS) -> int:
+    """Bring the schema to ``len(migrations)``; return the version found before. One transaction."""
+    found = connection.execute("PRAGMA user_version").fetchone()[0]
+    if found > len(migrations):
+        raise StoreError(
+            f"The database has schema version {found}, newer than this upcycle understands "
+            f"({len(migrations)}). Upgrade upcycle or use another --db."
+        )
+    if found == len(migrations):
+        return found
+    script = "".join(migrations[found:]) + f"\nPRAGMA user_version = {len(migrations)};"
+    connection.executescript(f"BEGIN;\n{script}\nCOMMIT;")
+    return found
+
+
+class Store:
+    """Results and zoo in one SQLite database. The process that holds it is its only writer."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path}: not a usable upcycle database ({error}). Use another --db.") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    # ---------------------------------------------------------------- results
+
+    def get_result(self, key: str) -> FinetuneResult | None:
+        row = self._db.execute("SELECT result FROM finetune_results WHERE key = ?", (key,)).fetchone()
+        return None if row is None else FinetuneResult.model_validate_json(row[0])
+
+    def has_result(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM finetune_results WHERE key = ?", (key,)).fetchone() is not None
+
+    def put_result(self, spec: FinetuneSpec, result: FinetuneResult) -> None:
+        """Store (or replace, after ``--force``) the result of ``spec``."""
+        if result.key != spec.key():
+            raise StoreError("Result and spec keys differ; refusing to store a result under the wrong spec.")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO finetune_results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (result.key, spec.base.fingerprint, spec.task.fingerprint, result.task_name, spec.seed,
+                 spec.protocol.name, result.metric, result.score, spec.model_dump_json(), result.model_dump_json(),
+                 result.created_at),
+            )
+
+    def results(self, *, task: str | None = None, base_fingerprint: str | None = None) -> list[FinetuneResult]:
+        """Stored results, newest first, optionally for one task name or base fingerprint."""
+        query, args = "SELECT result FROM finetune_results WHERE 1=1", []
+        if task is not None:
+            query, args = query + " AND task_name = ?", [*args, task]
+        if base_fingerprint is not None:
+            query, args = query + " AND base_fingerprint = ?", [*args, base_fingerprint]
+        rows = self._db.execute(query + " ORDER BY created_at DESC, key", args).fetchall()
+        return [FinetuneResult.model_validate_json(row[0]) for row in rows]
+
+    def result_rows(self) -> list[dict[str, Any]]:
+        """Results joined with their checkpoint names: tidy rows for tables and exports."""
+        rows = self._db.execute(
+            """SELECT r.key, COALESCE(c.name, substr(r.base_fingerprint, 1, 12)), r.base_fingerprint, r.task_name,
+                      r.seed, r.protocol, r.metric, r.score, r.result
+               FROM finetune_results r LEFT JOIN checkpoints c ON c.fingerprint = r.base_fingerprint
+               ORDER BY r.task_name, 2, r.seed"""
+        ).fetchall()
+        names = ("key", "base", "base_fingerprint", "task", "seed", "protocol", "metric", "score")
+        return [dict(zip(names, row[:-1]), result=FinetuneResult.model_validate_json(row[-1])) for row in rows]
+
+    # ---------------------------------------------------------------- zoo
+
+    def put_checkpoint(
+        self, *, fingerprint: str, name: str, path: str, arch: str, model_type: str,
+        source_task: str | None = None, base_fingerprint: str | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> ZooEntry:
+        """Register a checkpoint; registering the same weights again updates name, path and lineage."""
+        added = _now()
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(fingerprint) DO UPDATE SET name=excluded.name, path=excluded.path,
+                     source_task=COALESCE(excluded.source_task, source_task),
+                     base_fingerprint=COALESCE(excluded.base_fingerprint, base_fingerprint),
+                     provenance=COALESCE(excluded.provenance, provenance)""",
+                (fingerprint, name, path, arch, model_type, source_task, base_fingerprint,
+                 json.dumps(provenance) if provenance else None, added),
+            )
+        entry = self.get_checkpoint(fingerprint)
+        assert entry is not None
+        return entry
+
+    def get_checkpoint(self, fingerprint: str) -> ZooEntry | None:
+        row = self._db.execute(
+            "SELECT fingerprint, name, path, arch, model_type, source_task, base_fingerprint, added_at "
+            "FROM checkpoints WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
+        return None if row is None else ZooEntry(*row)
+
+    def checkpoints(self) -> list[ZooEntry]:
+        rows = self._db.execute(
+            "SELECT fingerprint, name, path, arch, model_type, source_task, base_fingerprint, added_at "
+            "FROM checkpoints ORDER BY arch, name"
+        ).fetchall()
+        return [ZooEntry(*row) for row in rows]
+
+    def put_task(self, *, fingerprint: str, name: str, source: str, kind: str, num_labels: int,
+                 sizes: dict[str, int]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?)",
+                (fingerprint, name, source, kind, num_labels, json.dumps(sizes), _now()),
+            )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
