@@ -77,7 +77,8 @@ def trainer_arm(checkpoint, task, protocol, seed: int, grouped: bool) -> dict:
         started = time.perf_counter()
         output = trainer.predict(test)
         eval_seconds = time.perf_counter() - started
-    accuracy = float(np.mean(output.predictions.argmax(-1) == np.asarray(task.splits["test"].labels)))
+    # label_ids, not our label order: with group_by_length Trainer also reorders evaluation examples
+    accuracy = float(np.mean(output.predictions.argmax(-1) == output.label_ids))
     return {
         "train_examples_per_s": len(train) * protocol.epochs / train_seconds,
         "eval_examples_per_s": len(test) / eval_seconds,
@@ -85,9 +86,12 @@ def trainer_arm(checkpoint, task, protocol, seed: int, grouped: bool) -> dict:
     }
 
 
-def upcycle_arm(checkpoint, task, protocol, seed: int) -> dict:
-    """Finetune and evaluate with upcycle's engine; also re-evaluate the trained model in fp32 and bf16."""
-    spec = FinetuneSpec.create(checkpoint, task, seed=seed, protocol=protocol)
+def upcycle_arm(checkpoint, full_task, task, protocol, seed: int) -> dict:
+    """Finetune and evaluate with upcycle's engine; also re-evaluate the trained model in fp32 and bf16.
+
+    The spec names the full task; the engine draws the same protocol subsample ``task`` holds.
+    """
+    spec = FinetuneSpec.create(checkpoint, full_task, seed=seed, protocol=protocol)
     with tempfile.TemporaryDirectory() as folder:
         result = run_finetune(spec, save_to=Path(folder) / "model")
         trained = resolve_checkpoint(result.checkpoint_path)
@@ -127,12 +131,13 @@ def main() -> None:
     threads = configure_threads()
     protocol = PRESETS["quick"]
     checkpoint = resolve_checkpoint("minilm")
-    task = load_task(args.task).subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+    full_task = load_task(args.task)
+    task = full_task.subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
     runs: dict[str, list[dict]] = {"trainer": [], "trainer_grouped": [], "upcycle": []}
     for seed in range(args.seeds):
         for arm in runs:
             if arm == "upcycle":
-                figures = upcycle_arm(checkpoint, task, protocol, seed)
+                figures = upcycle_arm(checkpoint, full_task, task, protocol, seed)
             else:
                 figures = trainer_arm(checkpoint, task, protocol, seed, grouped=arm == "trainer_grouped")
             runs[arm].append(figures)

@@ -225,22 +225,32 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + length
 
 
-def iter_tensor_chunks(file: Path, chunk_bytes: int = 1 << 22) -> Iterator[tuple[str, dict[str, Any], bytes]]:
-    """Stream ``(tensor name, header entry, raw bytes chunk)`` of a safetensors file in name order."""
-    header, data_start = read_safetensors_header(file)
-    size = file.stat().st_size
-    with file.open("rb") as handle:
-        for name in sorted(k for k in header if k != "__metadata__"):
-            entry = header[name]
+def iter_tensor_chunks(files: list[Path], chunk_bytes: int = 1 << 22) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """Stream ``(tensor name, header entry, raw bytes chunk)`` over safetensors shards, in global name order."""
+    index = []
+    for file in files:
+        header, data_start = read_safetensors_header(file)
+        size = file.stat().st_size
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
             begin, end = entry["data_offsets"]
             if data_start + end > size:
                 raise CheckpointError(f"{file}: tensor '{name}' runs past the end of the file (truncated?).")
-            handle.seek(data_start + begin)
-            remaining = end - begin
+            index.append((name, file, data_start + begin, end - begin, entry))
+    index.sort(key=lambda item: item[0])
+    handles: dict[Path, Any] = {}
+    try:
+        for name, file, offset, remaining, entry in index:
+            handle = handles.get(file) or handles.setdefault(file, file.open("rb"))
+            handle.seek(offset)
             while remaining:
                 chunk = handle.read(min(chunk_bytes, remaining))
                 remaining -= len(chunk)
                 yield name, entry, chunk
+    finally:
+        for handle in handles.values():
+            handle.close()
 
 
 @lru_cache(maxsize=256)
@@ -254,12 +264,11 @@ def _fingerprint_cached(stats: tuple[tuple[str, int, int], ...], is_pickle: bool
                     digest.update(chunk)
         return digest.hexdigest()
     current = None
-    for file in files:
-        for name, entry, chunk in iter_tensor_chunks(file):
-            if name != current:
-                digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
-                current = name
-            digest.update(chunk)
+    for name, entry, chunk in iter_tensor_chunks(files):
+        if name != current:
+            digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+            current = name
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -313,11 +322,26 @@ def load_for_classification(checkpoint: Checkpoint, label_names: tuple[str, ...]
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     if not keep_head:
-        torch.manual_seed(seed)
-        for module in head_modules(model):
-            module.apply(model._init_weights)
+        reinitialize(head_modules(model), model, seed)
     check_finite(model, checkpoint.path)
     return model
+
+
+def reinitialize(modules: list, model, seed: int) -> None:
+    """Draw fresh weights for ``modules`` with the model's own initialisation scheme, seeded.
+
+    transformers marks loaded tensors ``_is_hf_initialized`` and its init functions skip them; the marks are
+    cleared first so that a head loaded from the checkpoint really is replaced.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    for module in modules:
+        for sub in module.modules():
+            sub.__dict__.pop("_is_hf_initialized", None)
+            for tensor in list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False)):
+                tensor.__dict__.pop("_is_hf_initialized", None)
+        module.apply(model._init_weights)
 
 
 def head_modules(model) -> list:

@@ -89,7 +89,12 @@ def migrate(connection: sqlite3.Connection, migrations: list[str] = MIGRATIONS) 
     if found == len(migrations):
         return found
     script = "".join(migrations[found:]) + f"\nPRAGMA user_version = {len(migrations)};"
-    connection.executescript(f"BEGIN;\n{script}\nCOMMIT;")
+    try:
+        connection.executescript(f"BEGIN;\n{script}\nCOMMIT;")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
     return found
 
 

@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny random BERT saved as a real checkpoint, tiny tables, the shared datasets."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json  # noqa: E402
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from upcycle.checkpoints import resolve_checkpoint  # noqa: E402
+from upcycle.store import Store  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+POSITIVE = ["excellent", "wonderful", "great", "superb", "delightful", "brilliant"]
+NEGATIVE = ["terrible", "awful", "dreadful", "horrible", "boring", "poor"]
+FILLER = ["the", "movie", "film", "plot", "actors", "story", "was", "really", "quite", "and", "a", "scene"]
+TINY_OVERRIDES = {"learning_rate": 2e-3, "epochs": 4, "batch_size": 16, "warmup_ratio": 0.0}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "sst2" / "dataset.json").exists():
+        pytest.fail(f"The shared datasets are expected at {SHARED_DATA} (../shared/datasets from the repo root).")
+    return SHARED_DATA
+
+
+def save_tiny_bert(folder: Path, seed: int = 0, **config_overrides) -> Path:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a Hugging Face folder (safetensors)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from upcycle.checkpoints import load_tokenizer
+
+    settings = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=128)
+    settings.update(config_overrides)
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(**settings))
+    model.save_pretrained(folder, safe_serialization=True)
+    load_tokenizer(resolve_checkpoint("minilm")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def sentiment_rows(count: int, seed: int) -> list[dict]:
+    """Separable toy sentiment: a positive or negative cue word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.choice(["pos", "neg"])
+        words = rng.sample(FILLER, 5) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"review": " ".join(words), "sentiment": label})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Write rows as CSV, TSV, JSONL or Parquet, chosen by the suffix."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t" if path.suffix == ".tsv" else ",", index=False)
+    return path
+
+
+@pytest.fixture
+def sentiment_folder(tmp_path) -> Path:
+    folder = tmp_path / "toy_sentiment"
+    folder.mkdir()
+    write_rows(folder / "train.csv", sentiment_rows(240, seed=1))
+    write_rows(folder / "dev.csv", sentiment_rows(40, seed=2))
+    write_rows(folder / "test.csv", sentiment_rows(80, seed=3))
+    return folder
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    with Store(tmp_path / "results.db") as opened:
+        yield opened

@@ -1,0 +1,153 @@
+"""Checkpoint resolution, fingerprints, safe loading, head replacement and atomic saving."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_tiny_bert
+from safetensors.torch import load_file, save_file
+
+from upcycle.checkpoints import (
+    ArchKey,
+    atomic_directory,
+    head_modules,
+    load_for_classification,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from upcycle.errors import CheckpointError
+
+
+def test_default_minilm_resolves_to_the_bundled_model():
+    checkpoint = resolve_checkpoint("minilm")
+    assert (checkpoint.path / "model.safetensors").exists()
+    assert checkpoint.arch == ArchKey("bert", 6, 384, 1536, 12, 30522, 512)
+    assert str(checkpoint.arch) == "bert-L6-H384-V30522"
+    assert len(checkpoint.fingerprint) == 64
+
+
+def test_fingerprint_ignores_layout_and_metadata_but_not_values(tiny_bert, tmp_path):
+    from transformers import AutoModel
+
+    original = resolve_checkpoint(tiny_bert).fingerprint
+    model = AutoModel.from_pretrained(tiny_bert)
+    model.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="200KB")
+    sharded = resolve_checkpoint(tmp_path / "sharded")
+    assert len(sharded.weight_files) > 1
+    assert sharded.fingerprint == original
+
+    tensors = load_file(tiny_bert / "model.safetensors")
+    (tmp_path / "meta").mkdir()
+    shutil.copy(tiny_bert / "config.json", tmp_path / "meta")
+    save_file(tensors, tmp_path / "meta" / "model.safetensors", metadata={"note": "other metadata"})
+    assert resolve_checkpoint(tmp_path / "meta").fingerprint == original
+
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1e-3
+    save_file(tensors, tmp_path / "meta" / "model.safetensors")
+    assert resolve_checkpoint(tmp_path / "meta").fingerprint != original
+
+
+def test_pickle_weights_are_refused_unless_allowed(tiny_bert, tmp_path):
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tiny_bert)
+    model.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    if (tmp_path / "pickled" / "model.safetensors").exists():  # transformers 5 may always write safetensors
+        (tmp_path / "pickled" / "model.safetensors").unlink()
+        torch.save(model.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle.*--allow-pickle"):
+        resolve_checkpoint(tmp_path / "pickled")
+    allowed = resolve_checkpoint(tmp_path / "pickled", allow_pickle=True)
+    assert allowed.is_pickle and len(allowed.fingerprint) == 64
+
+
+def test_unusable_folders_get_clear_errors(tmp_path, tiny_bert):
+    with pytest.raises(CheckpointError, match="not found"):
+        resolve_checkpoint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        resolve_checkpoint(tmp_path / "empty")
+    shutil.copy(tiny_bert / "config.json", tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="no weights"):
+        resolve_checkpoint(tmp_path / "empty")
+    (tmp_path / "empty" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        resolve_checkpoint(tmp_path / "empty").fingerprint
+
+
+def test_hub_id_offline_is_a_clear_error():
+    with pytest.raises(CheckpointError, match="Could not fetch 'someone/some-model'.*HF_HUB_OFFLINE"):
+        resolve_checkpoint("someone/some-model")
+
+
+def test_head_is_kept_for_the_same_labels_and_replaced_otherwise(tiny_bert, tmp_path):
+    labels = ("neg", "pos")
+    source = load_for_classification(resolve_checkpoint(tiny_bert), labels, seed=0)
+    with torch.no_grad():
+        source.classifier.weight.fill_(0.5)
+    tokenizer = load_tokenizer(resolve_checkpoint(tiny_bert))
+    expert = save_checkpoint(source, tokenizer, tmp_path / "expert", {"task": "toy"})
+    assert expert.provenance == {"task": "toy"}
+
+    same = load_for_classification(expert, labels, seed=1)
+    assert torch.all(same.classifier.weight == 0.5)
+    for other_labels in [("pos", "neg"), ("a", "b", "c"), None]:
+        other = load_for_classification(expert, other_labels, seed=1)
+        assert not torch.any(other.classifier.weight == 0.5)
+        assert torch.equal(other.bert.encoder.layer[0].attention.self.query.weight,
+                           source.bert.encoder.layer[0].attention.self.query.weight)
+    assert [type(m).__name__ for m in head_modules(same)] == ["Dropout", "Linear"]
+
+
+def test_nan_weights_are_named(tiny_bert, tmp_path):
+    tensors = load_file(tiny_bert / "model.safetensors")
+    name = "encoder.layer.1.output.dense.weight"
+    tensors[name][0, 0] = float("nan")
+    (tmp_path / "nan").mkdir()
+    shutil.copy(tiny_bert / "config.json", tmp_path / "nan")
+    save_file(tensors, tmp_path / "nan" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"layer\.1\.output\.dense\.weight.*NaN"):
+        load_for_classification(resolve_checkpoint(tmp_path / "nan"), ("a", "b"), seed=0)
+
+
+def test_interrupted_save_leaves_nothing(tiny_bert, tmp_path, monkeypatch):
+    model = load_for_classification(resolve_checkpoint(tiny_bert), ("a", "b"), seed=0)
+    tokenizer = load_tokenizer(resolve_checkpoint(tiny_bert))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the weights were written
+
+    monkeypatch.setattr(tokenizer, "save_pretrained", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, tokenizer, tmp_path / "out", {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_replaces_only_on_success(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(CheckpointError, match="already exists"):
+        with atomic_directory(target):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, overwrite=True) as staging:
+            (staging / "new.txt").write_text("half")
+            raise RuntimeError("disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (target / "old.txt").exists()
+    with atomic_directory(target, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_architectures_differ_in_their_keys(tmp_path):
+    wide = resolve_checkpoint(save_tiny_bert(tmp_path / "wide", hidden_size=64))
+    deep = resolve_checkpoint(save_tiny_bert(tmp_path / "deep", num_hidden_layers=3))
+    assert wide.arch != deep.arch and str(wide.arch) == "bert-L2-H64-V30522"

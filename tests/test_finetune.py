@@ -1,0 +1,101 @@
+"""The finetune engine and the finetune API: learning, determinism, caching in the store, saving with lineage."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import TINY_OVERRIDES, sentiment_rows, write_rows
+
+from upcycle import finetune
+from upcycle.checkpoints import resolve_checkpoint
+from upcycle.errors import ConfigError
+from upcycle.finetune import FinetuneSpec, run_finetune
+from upcycle.metrics import classification_metrics, regression_metrics
+from upcycle.protocols import PRESETS, get_protocol, parse_overrides
+
+COLUMNS = {"text_column": "review", "label_column": "sentiment"}
+
+
+def test_tiny_model_learns_a_separable_task(tiny_bert, sentiment_folder):
+    spec = FinetuneSpec.create(tiny_bert, sentiment_folder, seed=0, overrides=TINY_OVERRIDES, **COLUMNS)
+    result = run_finetune(spec)
+    assert result.metric == "accuracy" and result.score >= 0.95
+    assert result.metrics["macro_f1"] >= 0.95
+    assert (result.n_train, result.n_test, result.epochs_run) == (240, 80, 4)
+    assert result.train_examples_per_s > 0 and result.key == spec.key()
+
+
+def test_same_spec_same_numbers_other_seed_other_numbers(tiny_bert, sentiment_folder):
+    overrides = TINY_OVERRIDES | {"epochs": 1, "learning_rate": 3e-4}
+    first = run_finetune(FinetuneSpec.create(tiny_bert, sentiment_folder, seed=5, overrides=overrides, **COLUMNS))
+    again = run_finetune(FinetuneSpec.create(tiny_bert, sentiment_folder, seed=5, overrides=overrides, **COLUMNS))
+    other = run_finetune(FinetuneSpec.create(tiny_bert, sentiment_folder, seed=6, overrides=overrides, **COLUMNS))
+    assert first.metrics == again.metrics
+    assert first.key != other.key
+
+
+def test_regression_and_early_stopping(tiny_bert, tmp_path):
+    rows = [{"text": f"{'very ' * (i % 6)}long", "label": float(i % 6)} for i in range(120)]
+    file = write_rows(tmp_path / "scores.csv", rows)
+    overrides = TINY_OVERRIDES | {"epochs": 6, "early_stopping_patience": 1}
+    result = run_finetune(FinetuneSpec.create(tiny_bert, file, seed=0, overrides=overrides, task_type="regression"))
+    assert result.metric == "spearman" and set(result.metrics) == {"spearman", "pearson", "mse"}
+    assert result.validation is not None and result.score > 0.5
+    assert 1 <= result.epochs_run <= 6
+
+
+def test_pair_task_from_the_shared_data(tiny_bert, shared_data):
+    overrides = {"max_train": 64, "max_eval": 32, "epochs": 1}
+    result = run_finetune(FinetuneSpec.create(tiny_bert, shared_data / "rte", overrides=overrides))
+    assert result.n_train == 64 and result.n_test == 32 and 0 <= result.score <= 1
+
+
+def test_api_caches_in_the_store_and_saves_with_lineage(tiny_bert, sentiment_folder, store, tmp_path):
+    kwargs = dict(overrides=TINY_OVERRIDES | {"epochs": 1}, store=store, **COLUMNS)
+    first, cached = finetune(tiny_bert, sentiment_folder, **kwargs)
+    assert not cached
+    started = time.perf_counter()
+    again, cached = finetune(tiny_bert, sentiment_folder, **kwargs)
+    assert cached and again == first and time.perf_counter() - started < 5
+    forced, cached = finetune(tiny_bert, sentiment_folder, force=True, **kwargs)
+    assert not cached and forced.metrics == first.metrics and len(store.results()) == 1
+
+    saved, cached = finetune(tiny_bert, sentiment_folder, save=tmp_path / "expert", **kwargs)
+    assert not cached and saved.checkpoint_path == str((tmp_path / "expert").resolve())
+    expert = resolve_checkpoint(tmp_path / "expert")
+    assert expert.provenance["task"] == "toy_sentiment" and expert.provenance["metrics"] == saved.metrics
+    entry = store.get_checkpoint(expert.fingerprint)
+    assert entry.source_task == "toy_sentiment"
+    assert entry.base_fingerprint == resolve_checkpoint(tiny_bert).fingerprint
+    assert finetune(tiny_bert, sentiment_folder, save=tmp_path / "expert", **kwargs)[1]  # weights exist: cached
+
+
+def test_protocol_presets_and_overrides():
+    assert PRESETS["paper"].learning_rate_for("bert") == 2e-5
+    assert PRESETS["paper"].learning_rate_for("roberta") == 5e-5
+    assert (PRESETS["paper"].batch_size, PRESETS["paper"].epochs, PRESETS["paper"].warmup_ratio) == (256, 10, 0.006)
+    custom = get_protocol("quick", parse_overrides(["epochs=3", "max_train=none", "learning_rate=2e-5"]))
+    assert (custom.epochs, custom.max_train, custom.learning_rate, custom.name) == (3, None, 2e-5, "quick+")
+    with pytest.raises(ConfigError, match="Unknown protocol field"):
+        get_protocol("quick", {"epoch": 3})
+    with pytest.raises(ConfigError, match="epochs"):
+        get_protocol("quick", {"epochs": 0})
+    with pytest.raises(ConfigError, match="Unknown protocol 'fast'"):
+        get_protocol("fast")
+
+
+def test_metrics_match_reference_values():
+    metrics = classification_metrics([0, 1, 1, 2], [0, 1, 2, 2], num_labels=3)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    regression = regression_metrics([1.0, 2.0, 3.0, 5.0], [2.0, 4.0, 6.0, 8.0])
+    assert regression["spearman"] == pytest.approx(1.0)
+    assert regression["pearson"] == pytest.approx(0.9827076298239908)
+    assert regression_metrics([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])["spearman"] == 0.0
+
+
+def test_unknown_text_pair_column_fails_before_training(tiny_bert, tmp_path):
+    file = write_rows(tmp_path / "r.csv", sentiment_rows(40, 0))
+    with pytest.raises(Exception, match="no column"):
+        FinetuneSpec.create(tiny_bert, file, text_pair_column="hypothesis", **COLUMNS)
