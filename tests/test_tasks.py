@@ -159,3 +159,27 @@ def test_unknown_source_and_offline_hub():
         load_task("./no/such/file.csv")
     with pytest.raises(TaskError, match="Could not load the Hugging Face dataset 'nyu-mll/glue:sst2'.*Offline"):
         load_task("nyu-mll/glue:sst2")
+
+
+def test_hub_dataset_conversion_keeps_class_names(monkeypatch):
+    """The hub path past the network edge: a DatasetDict with a ClassLabel and a 'dev'-style split name."""
+    import datasets
+
+    rows = sentiment_rows(60, seed=5)
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+
+    def table(part):
+        return datasets.Dataset.from_dict(
+            {"text": [r["review"] for r in part], "label": [int(r["sentiment"] == "pos") for r in part]},
+            features=features,
+        )
+
+    loaded = datasets.DatasetDict({"train": table(rows[:40]), "validation": table(rows[40:50]),
+                                   "test": table(rows[50:])})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args: calls.append(args) or loaded)
+    task = load_task("someone/reviews:default")
+    assert calls == [("someone/reviews", "default")]
+    assert task.name == "reviews" and task.label_names == ("negative", "positive")
+    assert task.sizes() == {"train": 40, "validation": 10, "test": 10}

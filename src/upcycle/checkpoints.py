@@ -293,7 +293,6 @@ def load_for_classification(checkpoint: Checkpoint, label_names: tuple[str, ...]
     """
     import torch
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     num_labels = 1 if label_names is None else len(label_names)
     problem_type = "regression" if label_names is None else "single_label_classification"
@@ -303,28 +302,38 @@ def load_for_classification(checkpoint: Checkpoint, label_names: tuple[str, ...]
         extra["id2label"] = dict(enumerate(label_names))
         extra["label2id"] = {name: i for i, name in enumerate(label_names)}
     torch.manual_seed(seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            checkpoint.path,
-            use_safetensors=not checkpoint.is_pickle,
-            trust_remote_code=False,
-            ignore_mismatched_sizes=True,
-            **extra,
-        )
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                checkpoint.path,
+                use_safetensors=not checkpoint.is_pickle,
+                trust_remote_code=False,
+                ignore_mismatched_sizes=True,
+                **extra,
+            )
     except Exception as error:
         raise CheckpointError(
             f"{checkpoint.path}: cannot load as a sequence classifier ({type(error).__name__}: {error})."
         ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     if not keep_head:
         reinitialize(head_modules(model), model, seed)
     check_finite(model, checkpoint.path)
     return model
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (upcycle draws its own)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 def reinitialize(modules: list, model, seed: int) -> None:
@@ -398,7 +407,7 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
 
 def save_checkpoint(model, tokenizer, target: Path, provenance: dict[str, Any], overwrite: bool = False) -> Checkpoint:
     """Write model (safetensors), tokenizer and ``upcycle.json`` provenance atomically to ``target``."""
-    with atomic_directory(Path(target), overwrite=overwrite) as staging:
+    with atomic_directory(Path(target), overwrite=overwrite) as staging, quiet_transformers():
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -20,7 +21,7 @@ app = typer.Typer(help="Reuse finetuned language models instead of starting from
 zoo_app = typer.Typer(help="Register and list checkpoints (the zoo).", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).", envvar="UPCYCLE_DB")]
 
@@ -33,7 +34,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except UpcycleError as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False)
+            errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -75,19 +76,23 @@ def finetune(
 ) -> None:
     """Finetune BASE on TASK, print test metrics and record them (a stored result returns at once)."""
     from .api import finetune as run
-    from .protocols import parse_overrides
+    from .protocols import get_protocol, parse_overrides
     from .store import Store
 
     if task_type not in ("auto", "classification", "regression"):
         raise UpcycleError(f"--task-type must be auto, classification or regression, not '{task_type}'.")
+    chosen = get_protocol(protocol, parse_overrides(set_ or []))  # cheap checks before any data is read
     with Store(db) as store, progress_bars() as progress:
         result, cached = run(
-            base, task, seed=seed, protocol=protocol, overrides=parse_overrides(set_ or []), store=store,
+            base, task, seed=seed, protocol=chosen, store=store,
             force=force, save=save, allow_pickle=allow_pickle, progress=progress, text_column=text_column,
             text_pair_column=text_pair_column, label_column=label_column, task_type=task_type,
         )
-    origin = "[dim](from the store: nothing trained)[/]" if cached else ""
-    table = Table(title=f"{result.base_name} on {result.task_name}, seed {result.seed}, {result.protocol} {origin}")
+    console.print(f"[bold]{escape(result.base_name)}[/] on [bold]{escape(result.task_name)}[/], "
+                  f"seed {result.seed}, protocol {escape(result.protocol)}", highlight=False)
+    if cached:
+        console.print("from the store: nothing trained (--force trains again)", style="dim")
+    table = Table()
     table.add_column("metric")
     table.add_column("test", justify="right")
     for name, value in result.metrics.items():
@@ -99,8 +104,8 @@ def finetune(
         f"({result.eval_examples_per_s:.1f} ex/s, {result.eval_precision})", highlight=False,
     )
     if result.checkpoint_path:
-        console.print(f"saved to {result.checkpoint_path}", highlight=False)
-    console.print(f"key {result.key[:16]}  stored in {db}", style="dim", highlight=False)
+        console.print(f"saved to {escape(result.checkpoint_path)}", highlight=False)
+    console.print(f"key {result.key[:16]}  stored in {escape(str(db))}", style="dim", highlight=False)
 
 
 @app.command()
@@ -119,8 +124,8 @@ def results(
         table.add_column(column, justify="right" if column in ("seed", "score", "train ex/s") else "left")
     for row in rows:
         result = row["result"]
-        table.add_row(row["task"], row["base"], str(row["seed"]), row["protocol"], row["metric"],
-                      f"{row['score']:.4f}", f"{result.train_examples_per_s:.1f}", result.created_at)
+        table.add_row(escape(row["task"]), escape(row["base"]), str(row["seed"]), escape(row["protocol"]),
+                      row["metric"], f"{row['score']:.4f}", f"{result.train_examples_per_s:.1f}", result.created_at)
     console.print(table)
 
 
@@ -140,7 +145,7 @@ def zoo_add(
 
     with Store(db) as store:
         entry = add(store, path, name=name, source_task=source_task, base=base, allow_pickle=allow_pickle)
-    console.print(f"registered [bold]{entry.name}[/] {entry.fingerprint[:12]} ({entry.arch})")
+    console.print(f"registered [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]} ({entry.arch})")
 
 
 @zoo_app.command("list")
@@ -157,7 +162,8 @@ def zoo_list(db: DbOption = Path("upcycle.db")) -> None:
         table.add_column(column)
     for entry in entries:
         base = names.get(entry.base_fingerprint or "", (entry.base_fingerprint or "")[:12])
-        table.add_row(entry.name, entry.fingerprint[:12], entry.arch, entry.source_task or "", base, entry.path)
+        cells = (entry.name, entry.fingerprint[:12], entry.arch, entry.source_task or "", base, entry.path)
+        table.add_row(*map(escape, cells))
     console.print(table)
 
 

@@ -273,9 +273,11 @@ class _Trainer:
         self.model.train()
         batches = train_batches(self.train.lengths, self.protocol.batch_size, self.rng, self.protocol.length_grouping)
         done = 0
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.protocol.train_precision == "bf16")
         for indices in batches:
             batch = collate(self.train, indices, self.pad_id)
-            loss = self.model(**batch).loss
+            with autocast:
+                loss = self.model(**batch).loss
             if not torch.isfinite(loss):
                 raise UpcycleError(f"Training diverged: the loss became {loss.item()} in epoch {epoch + 1}.")
             loss.backward()

@@ -40,6 +40,9 @@ class Protocol(BaseModel):
     )
     data_seed: int = Field(default=0, description="seed of the train/eval subsample, shared by all seeds")
     length_grouping: bool = Field(default=True, description="batch examples of similar length together")
+    train_precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16: autocast the forward pass (fp32 weights and optimizer); opt-in"
+    )
     eval_precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto", description="auto: bf16 autocast where the CPU has native bf16, else fp32"
     )

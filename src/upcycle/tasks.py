@@ -354,6 +354,7 @@ def _read_table(path: Path):
 
 def _task_from_frames(frames, columns: _Columns, task_type: str, name: str, source: str) -> Task:
     """Build a task from one DataFrame per split, mapping string labels to a stable (sorted) order."""
+    frames = {split: frames[split] for split in SPLITS if split in frames}
     for split, frame in frames.items():
         wanted = [columns.text, columns.label] + ([columns.text_pair] if columns.text_pair else [])
         missing = [column for column in wanted if column not in frame.columns]
