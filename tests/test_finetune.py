@@ -38,11 +38,12 @@ def test_same_spec_same_numbers_other_seed_other_numbers(tiny_bert, sentiment_fo
 def test_regression_and_early_stopping(tiny_bert, tmp_path):
     rows = [{"text": f"{'very ' * (i % 6)}long", "label": float(i % 6)} for i in range(120)]
     file = write_rows(tmp_path / "scores.csv", rows)
-    overrides = TINY_OVERRIDES | {"epochs": 6, "early_stopping_patience": 1}
+    overrides = TINY_OVERRIDES | {"epochs": 8, "early_stopping_patience": 2}
     result = run_finetune(FinetuneSpec.create(tiny_bert, file, seed=0, overrides=overrides, task_type="regression"))
     assert result.metric == "spearman" and set(result.metrics) == {"spearman", "pearson", "mse"}
+    assert result.eval_precision == "fp32"  # auto never rounds regression outputs to bf16
     assert result.validation is not None and result.score > 0.5
-    assert 1 <= result.epochs_run <= 6
+    assert 2 <= result.epochs_run <= 8
 
 
 def test_pair_task_from_the_shared_data(tiny_bert, shared_data):
@@ -99,3 +100,17 @@ def test_unknown_text_pair_column_fails_before_training(tiny_bert, tmp_path):
     file = write_rows(tmp_path / "r.csv", sentiment_rows(40, 0))
     with pytest.raises(Exception, match="no column"):
         FinetuneSpec.create(tiny_bert, file, text_pair_column="hypothesis", **COLUMNS)
+
+
+def test_run_specs_runs_only_what_the_store_lacks(tiny_bert, sentiment_folder, store):
+    from upcycle.execute import pending, run_specs
+
+    specs = [FinetuneSpec.create(tiny_bert, sentiment_folder, seed=seed, overrides=TINY_OVERRIDES | {"epochs": 1},
+                                 **COLUMNS) for seed in (0, 1, 0)]
+    assert len({hash(spec) for spec in specs}) == 2  # specs are hashable values
+    first = list(run_specs(specs[:1], store))
+    assert [r.seed for r in first] == [0] and len(pending(specs, store)) == 1
+    rest = list(run_specs(specs, store))
+    assert [r.seed for r in rest] == [1]
+    assert sorted(r.seed for r in store.results()) == [0, 1]
+    assert list(run_specs(specs, store)) == []

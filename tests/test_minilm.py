@@ -14,5 +14,5 @@ def test_minilm_learns_sst2_from_a_few_hundred_examples(shared_data, store):
                               overrides={"max_train": 500, "max_eval": 400, "epochs": 3, "batch_size": 16})
     assert not cached and (result.n_train, result.n_test) == (500, 400)
     assert result.score > 0.70, result.metrics
-    assert result.eval_precision == resolve_eval_precision("auto")
+    assert result.eval_precision == resolve_eval_precision("auto", "classification")
     assert store.get_result(result.key) == result

@@ -13,8 +13,8 @@ from .tasks import Task, load_task
 
 
 def finetune(
-    base: str | Checkpoint = "minilm",
-    task: str | Task = "sst2",
+    base: str | Checkpoint,
+    task: str | Task,
     *,
     seed: int = 0,
     protocol: str | Protocol = "quick",
@@ -43,7 +43,7 @@ def finetune(
         cached = None if force else store.get_result(spec.key())
         if cached is not None and (save is None or _saved_at(cached, save)):
             return cached, True
-    result = run_finetune(spec, save_to=save, progress=progress)
+    result = run_finetune(spec, save_to=save, progress=progress, task=loaded)
     if store is not None:
         store.put_result(spec, result)
         if result.checkpoint_path is not None:

@@ -76,19 +76,21 @@ def collate(encoded: Encoded, indices: np.ndarray, pad_token_id: int) -> dict[st
 
 
 def train_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_by_length: bool, megabatch: int = 50
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_by_length: bool
 ) -> list[np.ndarray]:
     """One epoch of training batches (index arrays).
 
     Without grouping: a random permutation cut into batches. With grouping: the permutation is cut into
-    megabatches of ``megabatch * batch_size`` examples, each sorted by length and cut into batches, and the
-    batch order is shuffled, so batches are homogeneous in length yet random in content and order.
+    megabatches, each sorted by length and cut into batches, and the batch order is shuffled, so batches are
+    homogeneous in length yet random in content and order. A megabatch holds ``min(50, n // (4 * batch_size))``
+    batches (at least one), the rule of transformers' ``LengthGroupedSampler``: small datasets keep several
+    megabatches, so batch composition still changes from epoch to epoch.
     """
     order = rng.permutation(len(lengths))
     if not group_by_length:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches = []
-    span = megabatch * batch_size
+    span = max(1, min(50, len(lengths) // (4 * batch_size))) * batch_size
     for start in range(0, len(order), span):
         chunk = order[start : start + span]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]

@@ -169,10 +169,17 @@ def configure_threads() -> int:
     return cores
 
 
-def resolve_eval_precision(requested: str) -> str:
-    """``auto`` -> ``bf16`` on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``."""
+def resolve_eval_precision(requested: str, kind: str = "classification") -> str:
+    """``auto`` -> ``bf16`` for classification on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``.
+
+    Regression stays in fp32 under ``auto``: bf16 keeps 8 bits of mantissa, which rounds nearby predicted
+    values together and can turn a correct ranking into ties (a Spearman of 1.0 became 0.0 in a test).
+    An argmax over class logits is robust to that rounding (identical predictions in the speed benchmark).
+    """
     if requested != "auto":
         return requested
+    if kind != "classification":
+        return "fp32"
     import torch
 
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
@@ -180,25 +187,32 @@ def resolve_eval_precision(requested: str) -> str:
 
 
 def run_finetune(
-    spec: FinetuneSpec, *, save_to: str | Path | None = None, progress: ProgressCallback | None = None
+    spec: FinetuneSpec,
+    *,
+    save_to: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    task: Task | None = None,
 ) -> FinetuneResult:
     """Train ``spec.base`` on ``spec.task`` under ``spec.protocol`` and evaluate on the test split.
 
     With ``save_to`` the finetuned model, its tokenizer and an ``upcycle.json`` provenance file are written
-    there atomically.
+    there atomically. ``task`` may pass the already loaded task (it must have the spec's fingerprint) to save
+    loading it again.
     """
-    import torch
-
     configure_threads()
     protocol = spec.protocol
     checkpoint = spec.base.resolve()
-    task = spec.task.load().subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+    if task is None:
+        task = spec.task.load()
+    elif task.fingerprint != spec.task.fingerprint:
+        raise TaskError(f"The task passed for {spec.task.name} is not the one the spec names (fingerprint differs).")
+    task = task.subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
     tokenizer = load_tokenizer(checkpoint)
     model = load_for_classification(checkpoint, task.label_names, spec.seed)
     regression = task.kind == "regression"
     data = {name: encode(tokenizer, split, protocol.max_length, regression) for name, split in task.splits.items()}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    precision = resolve_eval_precision(protocol.eval_precision)
+    precision = resolve_eval_precision(protocol.eval_precision, task.kind)
 
     def evaluate(split: str) -> tuple[dict[str, float], float]:
         started = time.perf_counter()

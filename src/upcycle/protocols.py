@@ -28,8 +28,8 @@ class Protocol(BaseModel):
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
-    learning_rate_by_model_type: dict[str, float] = Field(
-        default_factory=dict, description="per model_type learning rate, e.g. {'bert': 2e-5}"
+    learning_rate_by_model_type: tuple[tuple[str, float], ...] = Field(
+        default=(), description="per model_type learning rate, e.g. (('bert', 2e-5),)"
     )
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
@@ -44,11 +44,11 @@ class Protocol(BaseModel):
         default="fp32", description="bf16: autocast the forward pass (fp32 weights and optimizer); opt-in"
     )
     eval_precision: Literal["auto", "bf16", "fp32"] = Field(
-        default="auto", description="auto: bf16 autocast where the CPU has native bf16, else fp32"
+        default="auto", description="auto: bf16 autocast for classification where the CPU has native bf16, else fp32"
     )
 
     def learning_rate_for(self, model_type: str) -> float:
-        return self.learning_rate_by_model_type.get(model_type, self.learning_rate)
+        return dict(self.learning_rate_by_model_type).get(model_type, self.learning_rate)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Protocol:
         """A copy with ``overrides`` applied and validated; ``name`` gains a ``+`` when anything changed."""
@@ -74,7 +74,7 @@ PRESETS: dict[str, Protocol] = {
     ),
     "paper": Protocol(
         name="paper", max_train=None, max_eval=None, epochs=10, batch_size=256, learning_rate=5e-5,
-        learning_rate_by_model_type={"bert": 2e-5}, warmup_ratio=0.006, weight_decay=0.01, max_length=256,
+        learning_rate_by_model_type=(("bert", 2e-5),), warmup_ratio=0.006, weight_decay=0.01, max_length=256,
         early_stopping_patience=3,
     ),
 }

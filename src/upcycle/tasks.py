@@ -228,6 +228,8 @@ def _find_in_data_dir(name: str, data_dir: str | os.PathLike[str] | None) -> Pat
 
 
 def _looks_like_hub_id(source: str) -> bool:
+    if source.lower().endswith(TABLE_SUFFIXES) or source.startswith((".", "/", "~")):
+        return False  # a file path that does not exist, not a dataset name
     repo = source.split(":", 1)[0]
     parts = repo.split("/")
     return 1 <= len(parts) <= 2 and all(part and not part.startswith(".") for part in parts)
