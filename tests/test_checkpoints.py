@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -78,7 +77,7 @@ def test_unusable_folders_get_clear_errors(tmp_path, tiny_bert):
         resolve_checkpoint(tmp_path / "empty")
     (tmp_path / "empty" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
-        resolve_checkpoint(tmp_path / "empty").fingerprint
+        _ = resolve_checkpoint(tmp_path / "empty").fingerprint
 
 
 def test_hub_id_offline_is_a_clear_error():

@@ -223,25 +223,8 @@ def run_finetune(
 
     learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
     trainer = _Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
-    best_score, best_state, best_validation, stale = -np.inf, None, None, 0
-    train_seconds, epochs_run = 0.0, 0
-    for epoch in range(protocol.epochs):
-        started = time.perf_counter()
-        trainer.train_epoch(epoch, progress)
-        train_seconds += time.perf_counter() - started
-        epochs_run = epoch + 1
-        if protocol.early_stopping_patience is None:
-            continue
-        validation, _ = evaluate("validation")
-        if validation[task.primary_metric] > best_score:
-            best_score, best_validation, stale = validation[task.primary_metric], validation, 0
-            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= protocol.early_stopping_patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0], task.primary_metric,
+                                                      progress)
     test_metrics, eval_seconds = evaluate("test")
     result = FinetuneResult(
         key=spec.key(), task_name=task.name, base_name=spec.base.name, seed=spec.seed, protocol=protocol.name,
@@ -263,6 +246,36 @@ def run_finetune(
     return result
 
 
+def _fit(
+    trainer: _Trainer, validate: Callable[[], dict[str, float]], metric: str, progress: ProgressCallback | None
+) -> tuple[float, int, dict[str, float] | None]:
+    """Train for the protocol's epochs; with early stopping, keep the weights of the best validation epoch.
+
+    Returns (training seconds, epochs run, validation metrics of the kept weights or None).
+    """
+    patience = trainer.protocol.early_stopping_patience
+    best_score, best_state, best_validation, stale = -np.inf, None, None, 0
+    seconds, epochs_run = 0.0, 0
+    for epoch in range(trainer.protocol.epochs):
+        started = time.perf_counter()
+        trainer.train_epoch(epoch, progress)
+        seconds += time.perf_counter() - started
+        epochs_run = epoch + 1
+        if patience is None:
+            continue
+        validation = validate()
+        if validation[metric] > best_score:
+            best_score, best_validation, stale = validation[metric], validation, 0
+            best_state = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        trainer.model.load_state_dict(best_state)
+    return seconds, epochs_run, best_validation
+
+
 class _Trainer:
     """AdamW (no decay on biases and LayerNorm weights) with linear warmup and decay, per-batch padding."""
 
@@ -273,13 +286,14 @@ class _Trainer:
         self.model, self.train, self.protocol, self.pad_id = model, train, protocol, pad_id
         self.rng = np.random.default_rng(seed)
         decay, no_decay = [], []
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():  # biases and LayerNorm weights are not decayed
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
         groups = [{"params": decay, "weight_decay": protocol.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
         steps_per_epoch = -(-len(train) // protocol.batch_size)
         total = steps_per_epoch * protocol.epochs
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(np.ceil(total * protocol.warmup_ratio)), total)
+        warmup = int(np.ceil(total * protocol.warmup_ratio))
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, total)
 
     def train_epoch(self, epoch: int, progress: ProgressCallback | None) -> None:
         import torch
