@@ -98,6 +98,17 @@ def train_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def micro_batches(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Split one batch into chunks of at most ``max_tokens`` padded tokens (at least one example each).
+
+    Memory then stays bounded for large batches of long texts (the paper protocol's 256 x 256 tokens);
+    accumulating the chunks' gradients gives the gradient of the whole batch.
+    """
+    width = int(lengths[indices].max())
+    step = max(1, max_tokens // width)
+    return [indices[i : i + step] for i in range(0, len(indices), step)]
+
+
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches over all examples sorted by length (longest first), so almost nothing is padded."""
     order = np.argsort(-lengths, kind="stable")

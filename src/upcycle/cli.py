@@ -124,8 +124,9 @@ def results(
         table.add_column(column, justify="right" if column in ("seed", "score", "train ex/s") else "left")
     for row in rows:
         result = row["result"]
+        created = result.created_at[:16].replace("T", " ")
         table.add_row(escape(row["task"]), escape(row["base"]), str(row["seed"]), escape(row["protocol"]),
-                      row["metric"], f"{row['score']:.4f}", f"{result.train_examples_per_s:.1f}", result.created_at)
+                      row["metric"], f"{row['score']:.4f}", f"{result.train_examples_per_s:.1f}", created)
     console.print(table)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from . import __version__
-from .batching import Encoded, collate, encode, eval_batches, train_batches
+from .batching import Encoded, collate, encode, eval_batches, micro_batches, train_batches
 from .checkpoints import (
     Checkpoint,
     load_for_classification,
@@ -38,6 +38,7 @@ from .protocols import Protocol, get_protocol
 from .tasks import Task, load_task
 
 ENGINE_VERSION = 1  # bump when a change to the loop changes what a spec produces
+MICRO_BATCH_TOKENS = 8192  # padded tokens per forward pass; larger batches accumulate gradients over chunks
 ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
 
 
@@ -303,12 +304,14 @@ class _Trainer:
         done = 0
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.protocol.train_precision == "bf16")
         for indices in batches:
-            batch = collate(self.train, indices, self.pad_id)
-            with autocast:
-                loss = self.model(**batch).loss
-            if not torch.isfinite(loss):
-                raise UpcycleError(f"Training diverged: the loss became {loss.item()} in epoch {epoch + 1}.")
-            loss.backward()
+            for chunk in micro_batches(indices, self.train.lengths, MICRO_BATCH_TOKENS):
+                batch = collate(self.train, chunk, self.pad_id)
+                with autocast:
+                    # the loss is a mean over examples: weighting each chunk by its share gives the batch mean
+                    loss = self.model(**batch).loss * (len(chunk) / len(indices))
+                if not torch.isfinite(loss):
+                    raise UpcycleError(f"Training diverged: the loss became {loss.item()} in epoch {epoch + 1}.")
+                loss.backward()
             if self.protocol.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.protocol.max_grad_norm)
             self.optimizer.step()
