@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, offline_hint
 
 DEFAULT_BASE = "minilm"
 PROVENANCE_FILE = "upcycle.json"
@@ -151,8 +151,7 @@ def _download(repo_id: str, allow_pickle: bool) -> Path:
 
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as error:  # offline mode, missing repo, network: all end the same way for the user
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " Offline mode is on (HF_HUB_OFFLINE=1)." if offline else ""
+        hint = offline_hint("HF_HUB_OFFLINE")
         raise CheckpointError(
             f"Could not fetch '{repo_id}' from the Hugging Face hub: {type(error).__name__}: {str(error)[:300]}."
             f"{hint} Download it where you have network and pass the local folder."

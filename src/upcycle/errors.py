@@ -6,6 +6,8 @@ Every failure caused by the user's input (a file, a column, a checkpoint, a flag
 
 from __future__ import annotations
 
+import os
+
 
 class UpcycleError(Exception):
     """Base class: the message says what was wrong and how to fix it."""
@@ -25,3 +27,11 @@ class StoreError(UpcycleError):
 
 class ConfigError(UpcycleError):
     """A protocol or option value is invalid."""
+
+
+def offline_hint(*variables: str) -> str:
+    """`` Offline mode is on (NAME=1).`` for the first of ``variables`` set to 1, else an empty string."""
+    for name in variables:
+        if os.environ.get(name) == "1":
+            return f" Offline mode is on ({name}=1)."
+    return ""

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import TaskError
+from .errors import TaskError, offline_hint
 
 TaskKind = Literal["classification", "regression"]
 SPLITS = ("train", "validation", "test")
@@ -467,8 +467,7 @@ def _load_hub(source: str, columns: _Columns, task_type: str, name: str | None) 
 
         loaded = datasets.load_dataset(repo, config or None)
     except Exception as error:  # datasets raises many types: connection, offline mode, missing repo
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        hint = " Offline mode is on (HF_HUB_OFFLINE=1)." if offline else ""
+        hint = offline_hint("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
         raise TaskError(
             f"Could not load the Hugging Face dataset '{source}': {type(error).__name__}: {str(error)[:300]}."
             f"{hint} Download it where you have network, or export it to CSV/JSONL and pass the file."
