@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,29 @@ def zoo_add(
         register(store, base_checkpoint, only_if_new=True)
         base_fingerprint = base_checkpoint.fingerprint
     return register(store, checkpoint, name=name, source_task=source_task, base_fingerprint=base_fingerprint)
+
+
+def build_zoo(
+    store: Store,
+    *,
+    base: str | Checkpoint = "minilm",
+    sources: list[str],
+    out: str | Path,
+    seed: int = 0,
+    protocol: str | Protocol = "quick",
+    overrides: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Iterator[tuple[ZooEntry, FinetuneResult, bool]]:
+    """Finetune ``base`` on each source task, save it as ``OUT/<base>-<task>`` and register it as an expert.
+
+    Yields ``(zoo entry, result, was_cached)`` per source; an expert already built is not trained again.
+    """
+    checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base)
+    tasks = [load_task(source) for source in sources]  # every source is checked before any training
+    for task in tasks:
+        folder = Path(out).resolve() / f"{checkpoint.name}-{task.name}"
+        result, cached = finetune(checkpoint, task, seed=seed, protocol=protocol, overrides=overrides, store=store,
+                                  save=folder, progress=progress)
+        entry = store.get_checkpoint(resolve_checkpoint(folder).fingerprint)
+        assert entry is not None, "finetune(save=...) registers the expert"
+        yield entry, result, cached

@@ -52,7 +52,7 @@ def encode(tokenizer, split: Split, max_length: int, regression: bool) -> Encode
     return Encoded(features, labels, lengths)
 
 
-def collate(encoded: Encoded, indices: np.ndarray, pad_token_id: int) -> dict[str, "torch.Tensor"]:  # noqa: F821
+def collate(encoded: Encoded, indices: np.ndarray, pad_token_id: int) -> dict[str, torch.Tensor]:  # noqa: F821
     """Pad the examples at ``indices`` to their longest length.
 
     Returns ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them), each

@@ -6,12 +6,19 @@ import os
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .errors import UpcycleError
@@ -64,11 +71,11 @@ def finetune(
     task: Annotated[str, typer.Argument(help="Dataset folder, CSV/TSV/JSONL/Parquet file or folder, or hub id.")],
     seed: Annotated[int, typer.Option(help="Training seed (head init, batch order, dropout).")] = 0,
     protocol: Annotated[str, typer.Option(help="Preset: quick or paper.")] = "quick",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a protocol field: epochs=3.")] = None,
-    save: Annotated[Optional[Path], typer.Option(help="Save the finetuned checkpoint to this folder.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a protocol field: epochs=3.")] = None,
+    save: Annotated[Path | None, typer.Option(help="Save the finetuned checkpoint to this folder.")] = None,
     force: Annotated[bool, typer.Option(help="Train again even if the result is stored.")] = False,
     text_column: Annotated[str, typer.Option(help="Text column of a table.")] = "text",
-    text_pair_column: Annotated[Optional[str], typer.Option(help="Second text column (sentence pairs).")] = None,
+    text_pair_column: Annotated[str | None, typer.Option(help="Second text column (sentence pairs).")] = None,
     label_column: Annotated[str, typer.Option(help="Label column of a table.")] = "label",
     task_type: Annotated[str, typer.Option(help="auto, classification or regression.")] = "auto",
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights. Only for trusted files.")] = False,
@@ -111,7 +118,7 @@ def finetune(
 @app.command()
 @friendly_errors
 def results(
-    task: Annotated[Optional[str], typer.Option(help="Only this task name.")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task name.")] = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """List stored finetune results."""
@@ -134,9 +141,9 @@ def results(
 @friendly_errors
 def zoo_add(
     path: Annotated[str, typer.Argument(help="Checkpoint folder (or alias / hub id).")],
-    name: Annotated[Optional[str], typer.Option(help="Display name.")] = None,
-    source_task: Annotated[Optional[str], typer.Option(help="Task it was finetuned on.")] = None,
-    base: Annotated[Optional[str], typer.Option(help="Checkpoint it was finetuned from.")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    source_task: Annotated[str | None, typer.Option(help="Task it was finetuned on.")] = None,
+    base: Annotated[str | None, typer.Option(help="Checkpoint it was finetuned from.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights. Only for trusted files.")] = False,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
@@ -166,6 +173,250 @@ def zoo_list(db: DbOption = Path("upcycle.db")) -> None:
         cells = (entry.name, entry.fingerprint[:12], entry.arch, entry.source_task or "", base, entry.path)
         table.add_row(*map(escape, cells))
     console.print(table)
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
+@zoo_app.command("build")
+@friendly_errors
+def zoo_build(
+    sources: Annotated[str, typer.Option(help="Comma-separated source tasks (names in the data dir or paths).")],
+    out: Annotated[Path, typer.Option(help="Folder for the experts (one subfolder each).")],
+    base: Annotated[str, typer.Option(help="Checkpoint the experts are finetuned from.")] = "minilm",
+    protocol: Annotated[str, typer.Option(help="Preset: quick or paper.")] = "quick",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a protocol field: max_train=3000.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Finetune BASE on each source task and register the results as source experts, with lineage."""
+    from .api import build_zoo
+    from .protocols import get_protocol, parse_overrides
+    from .store import Store
+
+    chosen = get_protocol(protocol, parse_overrides(set_ or []))
+    names = _split_list(sources)
+    if not names:
+        raise UpcycleError("--sources needs at least one task.")
+    with Store(db) as store, progress_bars() as progress:
+        built = build_zoo(store, base=base, sources=names, out=out, seed=seed, protocol=chosen, progress=progress)
+        for entry, result, cached in built:
+            how = "already built" if cached else f"trained in {result.train_seconds:.0f}s"
+            console.print(f"expert [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]}: {result.metric} "
+                          f"{result.score:.4f} on {escape(result.task_name)} test ({how})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def bench(
+    suite: Annotated[str, typer.Option(help="recycling, quick, or a YAML file listing targets.")] = "quick",
+    seeds: Annotated[int, typer.Option(help="Seeds per (candidate, target).")] = 2,
+    base: Annotated[str, typer.Option(help="The vanilla model that gains are measured against.")] = "minilm",
+    candidates: Annotated[str | None, typer.Option(
+        help="Comma-separated zoo names, fingerprints or paths (default: the whole zoo of the base's arch).")] = None,
+    protocol: Annotated[str, typer.Option(help="Preset: quick or paper.")] = "quick",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a protocol field: epochs=3.")] = None,
+    name: Annotated[str | None, typer.Option(help="Bench name (default SUITE-BASE).")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start one here).")] = None,
+    plan_only: Annotated[bool, typer.Option("--plan", help="Only save the grid and say what is left.")] = False,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Finetune every (candidate, target, seed) not stored yet, the vanilla base included; show the leaderboard."""
+    from .bench import plan_bench, run_bench
+    from .execute import make_executor
+    from .protocols import get_protocol, parse_overrides
+    from .store import Store
+
+    chosen = get_protocol(protocol, parse_overrides(set_ or []))
+    runner = make_executor(executor, address=ray_address)
+    with Store(db) as store:
+        grid = plan_bench(store, base=base, suite=suite, seeds=seeds, protocol=chosen,
+                          candidates=_split_list(candidates), name=name)
+        specs = grid.specs()
+        todo = len(specs) - len(store.scores([spec.key() for spec in specs]))
+        console.print(f"bench [bold]{escape(grid.name)}[/]: {len(grid.candidates)} candidates + base "
+                      f"{escape(grid.base.checkpoint.name)} x {len(grid.targets)} targets x {len(grid.seeds)} seeds "
+                      f"= {len(specs)} finetunes ({len(specs) - todo} stored, {todo} to run, {executor})",
+                      highlight=False)
+        if not plan_only and todo:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=errors) as bar:
+                job = bar.add_task("grid", total=len(specs), completed=len(specs) - todo)
+                for result, done, _ in run_bench(grid, store, runner):
+                    bar.update(job, completed=done)
+                    bar.console.print(f"{escape(result.base_name)} -> {escape(result.task_name)} seed {result.seed}: "
+                                      f"{result.metric} {result.score:.4f}", highlight=False)
+        _print_leaderboard(store, grid, "table")
+
+
+def _print_leaderboard(store, grid, fmt: str) -> None:
+    from .leaderboard import EXCLUDED, build_leaderboard, to_csv, to_json, to_markdown
+
+    board = build_leaderboard(grid, store)
+    if fmt != "table":
+        render = {"csv": to_csv, "json": to_json, "markdown": to_markdown}.get(fmt)
+        if render is None:
+            raise UpcycleError(f"--format must be table, csv, json or markdown, not '{fmt}'.")
+        print(render(board), end="")  # plain stdout: machine-readable, no Rich markup or wrapping
+        return
+    table = Table(title=f"{grid.name} ({grid.arch}): gain over the vanilla base, points; "
+                        f"{board.cells_done}/{board.cells_total} finetunes", title_justify="left")
+    for column in ("#", "candidate", "source", "avg gain", "95% CI", "W/L", "worst", "full", *board.targets):
+        table.add_column(escape(column), justify="left" if column in ("candidate", "source") else "right")
+    for row in board.rows:
+        if row["rank"] is None:
+            scores = [f"{row['scores'][t]:.1f}" if row["scores"][t] is not None else "" for t in board.targets]
+            table.add_row("", escape(row["candidate"]), "", "0", "", "", "", "yes" if row["fully_tested"] else "no",
+                          *scores, style="bold")
+            continue
+        cells = []
+        for target in board.targets:
+            value = row["gains"][target]
+            cells.append("-" if value == EXCLUDED else "" if value is None else
+                         f"[{'green' if value > 0 else 'red'}]{value:+.1f}[/]")
+        table.add_row(str(row["rank"]), escape(row["candidate"]), escape(row["source_task"] or ""),
+                      f"{row['avg_gain']:+.2f}", f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]",
+                      f"{row['wins']}/{row['losses']}", f"{row['worst_loss']:+.2f}",
+                      "yes" if row["fully_tested"] else "no", *cells)
+    console.print(table)
+    console.print("base row: absolute scores x100. '-': source data overlaps the target, not counted.", style="dim")
+    for problem in board.problems:
+        errors.print(f"[yellow]integrity:[/] {escape(problem)}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def leaderboard(
+    bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: every bench).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Only benches of this architecture key.")] = None,
+    format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table",
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Rank candidates by average gain over the vanilla base, per architecture, from stored results."""
+    from .bench import load_bench
+    from .store import Store
+
+    with Store(db) as store:
+        names = [bench_name] if bench_name else [row[0] for row in store.benches()]
+        grids = [load_bench(store, name) for name in names] if names else [load_bench(store)]
+        grids = [grid for grid in grids if arch is None or grid.arch == arch]
+        if not grids:
+            raise UpcycleError(f"No bench for architecture '{arch}'.")
+        for grid in grids:
+            _print_leaderboard(store, grid, format_)
+
+
+@app.command("model-card")
+@friendly_errors
+def model_card(
+    checkpoint: Annotated[str, typer.Argument(help="Zoo name, fingerprint prefix or checkpoint folder.")],
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Print a Hugging Face model-index block with the checkpoint's stored results as a starting point."""
+    from .bench import resolve_candidate
+    from .leaderboard import model_index
+    from .store import Store
+
+    with Store(db) as store:
+        entry = resolve_candidate(store, checkpoint)
+        print(model_index(store, entry.fingerprint, entry.name), end="")
+
+
+def _analysis_markdown(grid, result: dict) -> str:
+    beating, additive = result["beating_base"], result["additive_model"]
+    signal, stability = result["single_target_signal"], result["ranking_stability"]
+    shuffled = additive["shuffled"]
+    lines = [
+        f"## Analysis of `{grid.name}` ({grid.arch})",
+        "",
+        f"- **Beating the base**: {beating['positive_avg_gain']} of {beating['candidates']} candidates have a "
+        f"positive average gain; {beating['ci_above_zero']} have a 95% CI above zero, {beating['ci_below_zero']} "
+        "below zero.",
+        f"- **Additive model** gain ~ candidate + target over {additive['cells']} cells: R^2 "
+        f"{additive['additive']['r2']:.3f} (candidate alone {additive['candidate_only']['r2']:.3f}, target alone "
+        f"{additive['target_only']['r2']:.3f}); leave-one-cell-out MSE {additive['additive']['loo_mse']:.2f} "
+        f"vs {shuffled['loo_mse_mean']:.2f} +- {shuffled['loo_mse_std']:.2f} with the gains shuffled "
+        f"(shuffled R^2 {shuffled['r2_mean']:.3f} +- {shuffled['r2_std']:.3f}); gain variance "
+        f"{additive['variance']:.2f}.",
+        f"- **One target as a cheap signal**: Spearman between a candidate's gain on one target and its average "
+        f"gain on the others: mean {signal['mean']:.2f}, median {signal['median']:.2f}; best target "
+        f"{signal['best']} ({signal['per_target'][signal['best']]:.2f}), worst {signal['worst']} "
+        f"({signal['per_target'][signal['worst']]:.2f}).",
+        "- **Ranking stability** (random subsets of k targets vs all targets):",
+        "",
+        "| k targets | Kendall tau | same top-1 | top-3 overlap |",
+        "|---:|---:|---:|---:|",
+        *(f"| {row['targets']} | {row['kendall_tau']:.2f} | {row['top1_agreement']:.2f} | {row['top3_overlap']:.2f} |"
+          for row in stability),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _analyze(store, grid) -> dict:
+    from .analysis import analyze as run_analysis
+    from .bench import expected_cells, grid_frame
+    from .gains import gain_matrix, summarize
+
+    frame = grid_frame(grid, store)
+    if not frame["is_base"].any() or frame["is_base"].all():
+        raise UpcycleError(f"Bench '{grid.name}' has no results for both the base and candidates yet.")
+    gains = gain_matrix(frame)
+    if gains.shape[0] < 3 or gains.shape[1] < 2:
+        raise UpcycleError("The analysis needs at least 3 candidates and 2 targets with results.")
+    return run_analysis(summarize(frame, expected_cells(grid)), gains)
+
+
+@app.command()
+@friendly_errors
+def analyze(
+    bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """The recycling study's findings on a bench: who beats the base, additive model, cheap signal, stability."""
+    import json
+
+    from .bench import load_bench
+    from .store import Store
+
+    if format_ not in ("markdown", "json"):
+        raise UpcycleError(f"--format must be markdown or json, not '{format_}'.")
+    with Store(db) as store:
+        grid = load_bench(store, bench_name)
+        result = _analyze(store, grid)
+    print(json.dumps(result, indent=2) if format_ == "json" else _analysis_markdown(grid, result), end="")
+
+
+@app.command()
+@friendly_errors
+def report(
+    out: Annotated[Path, typer.Option(help="Folder for the files.")],
+    prefix: Annotated[str, typer.Option(help="File name prefix.")],
+    bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")] = None,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Write a bench's grid (PREFIX.csv), leaderboard (PREFIX_leaderboard.md) and analysis (.md, .json)."""
+    import json
+
+    from .bench import grid_frame, load_bench
+    from .leaderboard import build_leaderboard, to_markdown
+    from .store import Store
+
+    out.mkdir(parents=True, exist_ok=True)
+    with Store(db) as store:
+        grid = load_bench(store, bench_name)
+        frame = grid_frame(grid, store)
+        board = build_leaderboard(grid, store)
+        result = _analyze(store, grid)
+    columns = ["candidate", "fingerprint", "target", "seed", "metric", "score"]
+    frame.sort_values(["candidate", "target", "seed"])[columns].to_csv(out / f"{prefix}.csv", index=False)
+    (out / f"{prefix}_leaderboard.md").write_text(to_markdown(board))
+    (out / f"{prefix}_analysis.md").write_text(_analysis_markdown(grid, result))
+    (out / f"{prefix}_analysis.json").write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {prefix}.csv ({len(frame)} rows), {prefix}_leaderboard.md and {prefix}_analysis.md/.json "
+                  f"to {escape(str(out))}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console script entry

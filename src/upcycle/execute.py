@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol as TypingProtocol
 
+from .errors import ConfigError, UpcycleError
 from .finetune import FinetuneResult, FinetuneSpec, ProgressCallback, run_finetune
 from .store import Store
 
@@ -29,6 +30,75 @@ class LocalExecutor:
     def run(self, specs: list[FinetuneSpec]) -> Iterator[tuple[FinetuneSpec, FinetuneResult]]:
         for spec in specs:
             yield spec, run_finetune(spec, progress=self.progress)
+
+
+def _finetune_remote(spec_json: str) -> str:
+    """What a Ray worker runs: JSON in, JSON out, so nothing but plain text crosses the wire."""
+    spec = FinetuneSpec.model_validate_json(spec_json)
+    return run_finetune(spec).model_dump_json()
+
+
+class RayExecutor:
+    """Runs the same specs as Ray tasks on a cluster; results come back to the driver, which stores them.
+
+    Each spec is one task needing ``cpus_per_job`` CPUs (a worker then uses that many torch threads). A
+    worker that dies is retried by Ray (``max_retries``); a driver that dies takes its in-flight tasks with
+    it, and the rerun submits only what the store does not hold yet. Workers load checkpoints and tasks from
+    the paths in the specs, so those paths must be visible on every node (one machine, or a shared disk).
+    """
+
+    def __init__(self, address: str | None = None, *, cpus_per_job: int = 1, max_retries: int = 2):
+        self.address = address
+        self.cpus_per_job = cpus_per_job
+        self.max_retries = max_retries
+
+    def connect(self) -> None:
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is a dependency
+            raise ConfigError("The Ray executor needs the 'ray' package: pip install 'ray>=2.9'.") from None
+        if ray.is_initialized():
+            return
+        try:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = self.address or "a new local Ray instance"
+            raise UpcycleError(f"Could not connect to Ray at {where}: {error}") from None
+
+    def run(self, specs: list[FinetuneSpec]) -> Iterator[tuple[FinetuneSpec, FinetuneResult]]:
+        if not specs:
+            return
+        import ray
+
+        self.connect()
+        remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.max_retries)(_finetune_remote)
+        in_flight = {remote.remote(spec.model_dump_json()): spec for spec in specs}
+        while in_flight:
+            finished, _ = ray.wait(list(in_flight), num_returns=1)
+            for reference in finished:
+                spec = in_flight.pop(reference)
+                try:
+                    payload = ray.get(reference)
+                except ray.exceptions.RayTaskError as error:
+                    for other in in_flight:
+                        ray.cancel(other)
+                    cause = error.cause if isinstance(error.cause, Exception) else error
+                    raise UpcycleError(
+                        f"{spec.base.name} on {spec.task.name} (seed {spec.seed}) failed on a Ray worker: {cause}"
+                    ) from None
+                yield spec, FinetuneResult.model_validate_json(payload)
+
+
+def make_executor(name: str, *, address: str | None = None, progress: ProgressCallback | None = None) -> Executor:
+    """``local`` (in this process) or ``ray`` (the cluster at ``address``, or a new local instance)."""
+    if name == "local":
+        if address is not None:
+            raise ConfigError("--ray-address only applies to --executor ray.")
+        return LocalExecutor(progress)
+    if name == "ray":
+        return RayExecutor(address)
+    raise ConfigError(f"Unknown executor '{name}': use local or ray.")
 
 
 def pending(specs: Iterable[FinetuneSpec], store: Store) -> list[FinetuneSpec]:

@@ -24,7 +24,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from . import __version__
-from .batching import Encoded, collate, encode, eval_batches, micro_batches, train_batches
+from .batching import (
+    Encoded,
+    collate,
+    encode,
+    eval_batches,
+    micro_batches,
+    train_batches,
+)
 from .checkpoints import (
     Checkpoint,
     load_for_classification,
@@ -161,10 +168,17 @@ class FinetuneResult(BaseModel):
 
 
 def configure_threads() -> int:
-    """Use one intra-op thread per core this process may run on (torch's default counts all cores)."""
+    """One intra-op thread per core this process may run on (torch's default counts all cores).
+
+    ``OMP_NUM_THREADS``, when set (Ray sets it to a task's CPU share), wins, so parallel workers do not
+    oversubscribe the machine.
+    """
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        cores = min(cores, int(requested))
     if torch.get_num_threads() != cores:
         torch.set_num_threads(cores)
     return cores

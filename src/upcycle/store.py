@@ -60,6 +60,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX finetune_results_base ON finetune_results (base_fingerprint);
     CREATE INDEX finetune_results_task ON finetune_results (task_fingerprint);
     """,
+    # 2: benchmark definitions (the grid of a named bench), so views can be rebuilt from the store alone
+    """
+    CREATE TABLE benches (
+        name TEXT PRIMARY KEY,
+        arch TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,6 +186,39 @@ class Store:
         ).fetchall()
         names = ("key", "base", "base_fingerprint", "task", "seed", "protocol", "metric", "score")
         return [dict(zip(names, row[:-1]), result=FinetuneResult.model_validate_json(row[-1])) for row in rows]
+
+    def scores(self, keys: list[str]) -> dict[str, tuple[str, float]]:
+        """``{key: (metric, score)}`` for the stored keys among ``keys``."""
+        found: dict[str, tuple[str, float]] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, metric, score FROM finetune_results WHERE key IN ({marks})"
+            found.update({key: (metric, score) for key, metric, score in self._db.execute(query, chunk)})
+        return found
+
+    def results_for(self, fingerprint: str) -> list[dict[str, Any]]:
+        """Tidy rows (task, seed, protocol, metric, score, spec JSON) of finetunes that started from ``fingerprint``."""
+        rows = self._db.execute(
+            "SELECT task_name, seed, protocol, metric, score, spec FROM finetune_results "
+            "WHERE base_fingerprint = ? ORDER BY task_name, seed", (fingerprint,)
+        ).fetchall()
+        names = ("task", "seed", "protocol", "metric", "score", "spec")
+        return [dict(zip(names, row)) for row in rows]
+
+    # ---------------------------------------------------------------- benches
+
+    def put_bench(self, name: str, arch: str, definition: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO benches VALUES (?,?,?,?)", (name, arch, definition, _now()))
+
+    def get_bench(self, name: str) -> str | None:
+        row = self._db.execute("SELECT definition FROM benches WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def benches(self) -> list[tuple[str, str, str]]:
+        """``(name, arch, definition)`` of every saved bench, most recently updated first."""
+        return self._db.execute("SELECT name, arch, definition FROM benches ORDER BY updated_at DESC, name").fetchall()
 
     # ---------------------------------------------------------------- zoo
 

@@ -185,7 +185,9 @@ def load_task(
     """
     columns = _Columns(text_column, text_pair_column, label_column)
     path = Path(source).expanduser()
-    if not path.exists():
+    if path.exists():
+        path = path.resolve()  # specs carry the source: absolute, so any working directory can reload it
+    else:
         found = _find_in_data_dir(str(source), data_dir)
         if found is not None:
             path = found
@@ -223,7 +225,7 @@ def _find_in_data_dir(name: str, data_dir: str | os.PathLike[str] | None) -> Pat
     root = data_dir or os.environ.get("UPCYCLE_DATA_DIR")
     if not root or "/" in name:
         return None
-    candidate = Path(root).expanduser() / name
+    candidate = Path(root).expanduser().resolve() / name
     return candidate if (candidate / "dataset.json").exists() else None
 
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The committed MiniLM recycling grid: 12 source experts x 10 targets x 2 seeds, quick protocol.
+# Resumable: rerun the same command after an interruption and only the missing finetunes run.
+#   bash benchmarks/recycling_minilm.sh            (about 1.5 hours on 2 CPU cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export UPCYCLE_DATA_DIR="${UPCYCLE_DATA_DIR:-$(realpath ../shared/datasets)}"
+UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
+RUN="${RUN:-runs/recycling_minilm}"
+DB="$RUN/upcycle.db"
+# bf16 autocast training: 2.6x faster than fp32 at equal accuracy (benchmarks/results/finetune_speed.json)
+FAST=(--set train_precision=bf16)
+
+"$UPCYCLE" zoo build --db "$DB" --base minilm --out "$RUN/experts" "${FAST[@]}" --set max_train=3000 \
+  --sources ag_news,cola,dair_emotion,esnli,financial_phrasebank,imdb,isear,mrpc,sst2,stsb,trec_coarse,tweet_eval_offensive
+"$UPCYCLE" bench --db "$DB" --base minilm --suite benchmarks/suites/recycling_minilm.yaml --seeds 2 "${FAST[@]}"
+"$UPCYCLE" report --db "$DB" --bench recycling-minilm --out benchmarks/results --prefix recycling_minilm

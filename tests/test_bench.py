@@ -1,0 +1,170 @@
+"""The recycling benchmark end to end on a tiny BERT and real shared tasks (subsampled): zoo, grid, views."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from upcycle.api import build_zoo
+from upcycle.bench import grid_frame, load_bench, plan_bench, run_bench
+from upcycle.errors import ConfigError
+from upcycle.gains import bootstrap_gain_interval, gain_matrix, integrity_problems, summarize
+from upcycle.leaderboard import EXCLUDED, build_leaderboard, model_index, to_csv, to_json, to_markdown
+from upcycle.store import Store
+from upcycle.suites import BUILTIN, Suite, load_suite
+
+from conftest import save_tiny_bert
+
+FAST = {"max_train": 48, "max_eval": 48, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, tiny_bert, shared_data):
+    """A store holding two tiny experts (sst2 and trec_coarse) finetuned from the tiny base."""
+    folder = tmp_path_factory.mktemp("zoo")
+    store = Store(folder / "zoo.db")
+    built = list(build_zoo(store, base=str(tiny_bert), sources=[str(shared_data / "sst2"),
+                                                                  str(shared_data / "trec_coarse")],
+                           out=folder / "experts", overrides=FAST))
+    yield store, built, folder
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory, shared_data):
+    path = tmp_path_factory.mktemp("suite") / "mini.yaml"
+    targets = [str(shared_data / name) for name in ("rotten_tomatoes", "cb", "trec_fine")]
+    path.write_text(yaml.safe_dump({"name": "mini", "targets": targets}))
+    return path
+
+
+def test_zoo_build_registers_experts_with_lineage_and_is_idempotent(zoo, tiny_bert, shared_data):
+    store, built, folder = zoo
+    names = sorted(entry.name for entry, _, _ in built)
+    assert names == [f"{tiny_bert.name}-sst2", f"{tiny_bert.name}-trec_coarse"]
+    base_print = store.get_checkpoint(built[0][0].base_fingerprint)
+    assert base_print is not None and base_print.path == str(tiny_bert)
+    assert {entry.source_task for entry, _, _ in built} == {"sst2", "trec_coarse"}
+    again = list(build_zoo(store, base=str(tiny_bert), sources=[str(shared_data / "sst2")], out=folder / "experts",
+                           overrides=FAST))
+    assert again[0][2] is True  # cached: nothing trained
+
+
+def test_bench_skips_overlapping_cells_resumes_and_ranks(zoo, tiny_bert, suite_file):
+    store, _, _ = zoo
+    bench = plan_bench(store, base=str(tiny_bert), suite=str(suite_file), seeds=2, overrides=FAST)
+    # 3 targets x 2 seeds x (base + 2 experts) minus overlaps: sst2 expert never on rotten_tomatoes,
+    # trec_coarse expert never on trec_fine
+    assert len(bench.specs()) == 3 * 2 * 3 - 2 - 2
+    sources = {c.checkpoint.name: c.source_task for c in bench.candidates}
+    cells = {(c.checkpoint.name, t.name) for c, t, _ in bench.cells()}
+    assert not any((name, "rotten_tomatoes") in cells for name, src in sources.items() if src == "sst2")
+    assert not any((name, "trec_fine") in cells for name, src in sources.items() if src == "trec_coarse")
+
+    first = list(zip(range(5), run_bench(bench, store)))  # stop early, as an interrupted run would
+    assert len(first) == 5 and len(grid_frame(bench, store)) == 5
+    resumed = list(run_bench(bench, store))
+    assert len(resumed) == len(bench.specs()) - 5 and resumed[-1][1] == resumed[-1][2] == len(bench.specs())
+    grid = grid_frame(bench, store)
+    assert len(grid) == len(bench.specs()) and not grid.duplicated(["fingerprint", "target", "seed"]).any()
+    assert list(run_bench(bench, store)) == []  # nothing left
+
+    saved = load_bench(store, bench.name)
+    assert saved == bench
+    board = build_leaderboard(saved, store, draws=200)
+    assert board.cells_done == board.cells_total == len(bench.specs())
+    assert board.rows[0]["rank"] is None and board.rows[0]["fully_tested"]
+    ranked = board.rows[1:]
+    assert [row["rank"] for row in ranked] == [1, 2]
+    assert ranked[0]["avg_gain"] >= ranked[1]["avg_gain"]
+    for row in ranked:
+        assert row["ci_low"] <= row["avg_gain"] <= row["ci_high"] and row["fully_tested"]
+        assert list(row["gains"].values()).count(EXCLUDED) == 1
+    markdown = to_markdown(board)
+    assert "vanilla base" in markdown and EXCLUDED in markdown
+    assert json.loads(to_json(board))["cells"]["done"] == len(bench.specs())
+    assert to_csv(board).splitlines()[0].startswith("rank,candidate")
+
+    card = yaml.safe_load(model_index(store, ranked[0]["fingerprint"], ranked[0]["candidate"]))
+    results = card["model-index"][0]["results"]
+    assert {r["dataset"]["name"] for r in results} == {"cb", "rotten_tomatoes", "trec_fine"} - (
+        {"rotten_tomatoes"} if ranked[0]["source_task"] == "sst2" else {"trec_fine"})
+    assert all(0 <= r["metrics"][0]["value"] <= 1 for r in results)
+
+
+def test_bench_refuses_a_candidate_of_another_architecture(zoo, tiny_bert, suite_file, tmp_path):
+    store, _, _ = zoo
+    wider = save_tiny_bert(tmp_path / "wide", hidden_size=48, num_attention_heads=2)
+    with pytest.raises(ConfigError, match="another architecture"):
+        plan_bench(store, base=str(tiny_bert), suite=str(suite_file), candidates=[str(wider)], overrides=FAST)
+
+
+def test_suites_builtin_yaml_and_bad_files(tmp_path):
+    assert len(BUILTIN["recycling"].targets) == 22 and "esnli" in BUILTIN["recycling"].targets
+    suite = BUILTIN["recycling"]
+    assert suite.overlaps("sst2", "rotten_tomatoes") and suite.overlaps("trec_fine", "trec_coarse")
+    assert suite.overlaps("cola", "cola") and not suite.overlaps("cola", "sst2") and not suite.overlaps(None, "cb")
+    custom = tmp_path / "s.yaml"
+    custom.write_text("targets: [a, b]\noverlap_groups: [[a, b]]\n")
+    assert load_suite(str(custom)).overlaps("a", "b")
+    for text, message in [("targets: []", "non-empty"), ("targets: [a, a]", "twice"), ("{{{", "YAML"),
+                          ("targets: [a]\noverlap_groups: x", "overlap_groups")]:
+        custom.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_suite(str(custom))
+    with pytest.raises(ConfigError, match="Unknown suite"):
+        load_suite("nope")
+
+
+def _grid(rows):
+    return pd.DataFrame(rows, columns=["candidate", "fingerprint", "source_task", "is_base", "target", "seed",
+                                       "metric", "score"])
+
+
+def test_gains_join_by_target_name_not_position():
+    base = [("base", "b", None, True, t, s, "accuracy", v) for t, s, v in
+            [("x", 0, 0.5), ("x", 1, 0.7), ("y", 0, 0.2), ("y", 1, 0.2)]]
+    # the candidate's rows arrive in a different order than the base's
+    cand = [("c", "c", "z", False, t, s, "accuracy", v) for t, s, v in
+            [("y", 1, 0.4), ("x", 0, 0.6), ("y", 0, 0.3), ("x", 1, 0.6)]]
+    grid = _grid(base + cand)
+    gains = gain_matrix(grid)
+    assert gains.loc["c", "x"] == pytest.approx(0.0) and gains.loc["c", "y"] == pytest.approx(15.0)
+    summary = summarize(grid, {"c": {("x", 0), ("x", 1), ("y", 0), ("y", 1)}}, draws=500)
+    row = summary.iloc[0]
+    assert row["avg_gain"] == pytest.approx(7.5) and row["wins"] == 1 and row["losses"] == 0
+    assert row["worst_loss"] == pytest.approx(0.0) and row["fully_tested"]
+    partial = summarize(grid, {"c": {("x", 0), ("x", 1), ("y", 0), ("y", 1), ("y", 2)}}, draws=50)
+    assert not partial.iloc[0]["fully_tested"]
+
+
+def test_bootstrap_interval_covers_and_shrinks_with_more_targets():
+    rng = np.random.default_rng(0)
+    few = {f"t{i}": rng.normal(0.62, 0.01, 2) for i in range(3)}
+    many = {f"t{i}": rng.normal(0.62, 0.01, 2) for i in range(30)}
+    base_few = {t: rng.normal(0.60, 0.01, 2) for t in few}
+    base_many = {t: rng.normal(0.60, 0.01, 2) for t in many}
+    low_few, high_few = bootstrap_gain_interval(few, base_few)
+    low_many, high_many = bootstrap_gain_interval(many, base_many)
+    assert low_many < 2.0 < high_many  # true gain is 2 points
+    assert high_many - low_many < high_few - low_few
+
+
+def test_integrity_flags_duplicates_impossible_scores_and_identical_vectors():
+    rows = [("a", "fa", None, False, "x", 0, "accuracy", 0.5), ("a", "fa", None, False, "x", 0, "accuracy", 0.6),
+            ("b", "fb", None, False, "x", 0, "accuracy", 1.3), ("c", "fc", None, False, "x", 0, "spearman", float("nan")),
+            ("d", "fd", None, False, "x", 0, "accuracy", 0.4), ("d", "fd", None, False, "y", 0, "accuracy", 0.7),
+            ("e", "fe", None, False, "x", 0, "accuracy", 0.4), ("e", "fe", None, False, "y", 0, "accuracy", 0.7)]
+    problems = integrity_problems(_grid(rows))
+    assert any("several scores for x seed 0" in p for p in problems)
+    assert any("1.3 is impossible" in p for p in problems) and any("nan is impossible" in p for p in problems)
+    assert any("d, e" in p for p in problems)
+
+
+def test_suite_dataclass_custom_groups():
+    suite = Suite("s", ("a", "b"), (frozenset({"a", "b"}),))
+    assert suite.overlaps("a", "b") and not suite.overlaps("a", "c")

@@ -1,0 +1,74 @@
+"""The Ray executor on a real local cluster (a head and a worker node on loopback), with kill -9 of the driver
+and of a worker midway. Ray runs inside a private network namespace (see ../shared/RAY.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import save_tiny_bert
+from upcycle.api import build_zoo
+from upcycle.bench import load_bench
+from upcycle.errors import ConfigError
+from upcycle.execute import RayExecutor, make_executor
+from upcycle.store import Store
+
+SCENARIO = Path(__file__).with_name("ray_scenario.py")
+FAST = ["max_train=200", "max_eval=64", "epochs=2", "batch_size=16", "learning_rate=1e-3", "warmup_ratio=0"]
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None or os.geteuid() != 0:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -n to keep Ray on loopback")
+def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
+    base = save_tiny_bert(tmp_path / "tiny-base")
+    db = tmp_path / "ray.db"
+    with Store(db) as store:
+        overrides = {k: float(v) if "." in v or "e-" in v else int(v) for k, v in (item.split("=") for item in FAST)}
+        list(build_zoo(store, base=str(base), sources=[str(shared_data / "sst2"), str(shared_data / "cb")],
+                       out=tmp_path / "experts", overrides=overrides))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "ray", "targets": [str(shared_data / "poem_sentiment"),
+                                                                  str(shared_data / "rotten_tomatoes")]}))
+    extra = ["--seeds", "2", *(arg for item in FAST for arg in ("--set", item))]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(Path(__file__).parent.parent / "src"))
+    inner = f"ip link set lo up && exec {sys.executable} {SCENARIO} {db} {suite} {base} 6391 -- {' '.join(extra)}"
+    completed = subprocess.run(["unshare", "-n", "sh", "-c", inner], capture_output=True, text=True, env=env,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert report["alive_nodes"] == 2
+    assert report["returncode"] == 0, report["stderr"]
+    assert report["killed_worker"], "no worker was caught running a finetune"
+    with Store(db) as store:
+        bench = load_bench(store, "ray-tiny-base")  # default name: SUITE-BASE
+        expected = {spec.key() for spec in bench.specs()}
+    # 2 targets x 2 seeds x (base + 2 experts), minus the sst2 expert on rotten_tomatoes (overlap)
+    assert len(expected) == 2 * 2 * 3 - 2
+    assert report["after_driver_kill"], "the driver was killed before storing anything"
+    assert set(report["after_driver_kill"]) <= set(report["final"])  # nothing finished was lost
+    assert sorted(report["final"]) == sorted(expected)  # complete, and no duplicates
+    assert "vanilla base" in report["stdout"]
+
+
+def test_executor_choice_errors():
+    with pytest.raises(ConfigError, match="local or ray"):
+        make_executor("slurm")
+    with pytest.raises(ConfigError, match="only applies"):
+        make_executor("local", address="127.0.0.1:6379")
+    assert isinstance(make_executor("ray", address="127.0.0.1:1"), RayExecutor)
