@@ -96,6 +96,45 @@ def test_bench_skips_overlapping_cells_resumes_and_ranks(zoo, tiny_bert, suite_f
     assert all(0 <= r["metrics"][0]["value"] <= 1 for r in results)
 
 
+def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from upcycle.cli import app
+
+    store, _, folder = zoo
+    runner = CliRunner()
+    db = ["--db", str(folder / "zoo.db")]
+    sets = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]
+    bench = runner.invoke(app, ["bench", "--suite", str(suite_file), "--base", str(tiny_bert), *sets, *db])
+    assert bench.exit_code == 0, bench.output
+    assert "vanilla base" in bench.output and "to run" in bench.output
+    board = runner.invoke(app, ["leaderboard", "--format", "json", *db])
+    assert board.exit_code == 0 and json.loads(board.output)["rows"][0]["rank"] is None
+    assert runner.invoke(app, ["leaderboard", "--format", "markdown", *db]).output.startswith("## Leaderboard")
+    bad = runner.invoke(app, ["leaderboard", "--format", "xml", *db])
+    assert bad.exit_code == 2 and "--format" in bad.output
+    too_small = runner.invoke(app, ["analyze", *db])  # two candidates: too few for the analysis
+    assert too_small.exit_code == 2 and "at least 3 candidates" in too_small.output
+    card = runner.invoke(app, ["model-card", f"{tiny_bert.name}-sst2", *db])
+    assert card.exit_code == 0 and yaml.safe_load(card.output)["model-index"][0]["name"] == f"{tiny_bert.name}-sst2"
+    empty = runner.invoke(app, ["leaderboard", "--db", str(tmp_path / "empty.db")])
+    assert empty.exit_code == 2 and "No bench" in empty.output
+
+    # a third candidate (another random init, no source task) grows the grid; then the full report
+    other = save_tiny_bert(tmp_path / "other-init", seed=1)
+    assert runner.invoke(app, ["zoo", "add", str(other), *db]).exit_code == 0
+    grown = runner.invoke(app, ["bench", "--suite", str(suite_file), "--base", str(tiny_bert), *sets, *db])
+    assert grown.exit_code == 0 and "stored, 6 to run" in grown.output, grown.output
+    report = runner.invoke(app, ["report", "--out", str(tmp_path / "out"), "--prefix", "mini", *db])
+    assert report.exit_code == 0, report.output
+    grid = pd.read_csv(tmp_path / "out" / "mini.csv")
+    assert list(grid.columns) == ["candidate", "fingerprint", "target", "seed", "metric", "score"] and len(grid) == 20
+    analysis = json.loads((tmp_path / "out" / "mini_analysis.json").read_text())
+    assert analysis["beating_base"]["candidates"] == 3
+    assert "Additive model" in (tmp_path / "out" / "mini_analysis.md").read_text()
+    assert (tmp_path / "out" / "mini_leaderboard.md").read_text().count("\n| ") >= 4
+
+
 def test_bench_refuses_a_candidate_of_another_architecture(zoo, tiny_bert, suite_file, tmp_path):
     store, _, _ = zoo
     wider = save_tiny_bert(tmp_path / "wide", hidden_size=48, num_attention_heads=2)

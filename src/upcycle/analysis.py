@@ -50,7 +50,7 @@ def additive_model(gains: pd.DataFrame, *, shuffles: int = 200, seed: int = 0) -
     others. Reports R^2, MSE and leave-one-cell-out MSE of the additive fit, of each factor alone, and the
     mean (std) of the same for ``shuffles`` random permutations of the gains over the measured cells.
     """
-    cells = gains.stack().rename("gain").reset_index()
+    cells = gains.stack().dropna().rename("gain").reset_index()
     cells.columns = ["candidate", "target", "gain"]
     values = cells["gain"].to_numpy(float)
     both = _design(cells, ["candidate", "target"])

@@ -60,7 +60,7 @@ def build_leaderboard(bench: Bench, store: Store, *, draws: int = 2000) -> Leade
                     value = gains.loc[item.fingerprint].get(target, math.nan)
                     per_task[target] = None if pd.isna(value) else round(float(value), 2)
             rows.append({
-                "rank": rank, "candidate": item.candidate, "source_task": item.source_task,
+                "rank": rank, "candidate": item.candidate, "source_task": sources.get(item.fingerprint),
                 "fingerprint": item.fingerprint, "avg_gain": round(item.avg_gain, 2), "ci_low": round(item.ci_low, 2),
                 "ci_high": round(item.ci_high, 2), "wins": item.wins, "losses": item.losses,
                 "worst_loss": round(item.worst_loss, 2), "fully_tested": item.fully_tested, "gains": per_task,
