@@ -6,8 +6,11 @@ DATA ?= ../shared/datasets
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export UPCYCLE_DATA_DIR := $(abspath $(DATA))
+UPCYCLE := $(VENV)/bin/upcycle
+FAST := --set train_precision=bf16
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench throughput recycling clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +21,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Main job: finetune the embedded MiniLM on shared sst2 (quick protocol); a second run returns from the store.
+# Main job: build a small MiniLM zoo (3 experts) and rank it against vanilla MiniLM on the `quick` suite
+# (5 targets x 2 seeds); prints the leaderboard. Everything is stored: a rerun trains nothing.
 demo: setup
-	$(VENV)/bin/upcycle finetune minilm $(DATA)/sst2 --protocol quick
-	$(VENV)/bin/upcycle results
+	$(UPCYCLE) zoo build --base minilm --sources sst2,ag_news,mrpc --out runs/demo-zoo $(FAST)
+	$(UPCYCLE) bench --suite quick --seeds 2 $(FAST)
 
 test: setup
 	$(PY) -m pytest -q
@@ -29,5 +33,13 @@ test: setup
 bench: setup
 	$(PY) benchmarks/finetune_speed.py --seeds 3
 
+# local executor vs Ray (2 workers) on the same small grid; Ray kept on loopback in a private namespace
+throughput: setup
+	unshare -n sh -c 'ip link set lo up && $(PY) benchmarks/grid_throughput.py'
+
+# the committed MiniLM recycling grid (resumable; hours of CPU)
+recycling: setup
+	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/recycling_minilm.sh'
+
 clean:
-	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm
+	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from upcycle.analysis import additive_model, analyze, fraction_beating_base, ranking_stability, single_target_signal
+from upcycle.analysis import (
+    additive_model,
+    analyze,
+    fraction_beating_base,
+    ranking_stability,
+    single_target_signal,
+)
 
 
 def _additive(noise: float, seed: int = 0) -> pd.DataFrame:

@@ -8,16 +8,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import save_tiny_bert
 
 from upcycle.api import build_zoo
 from upcycle.bench import grid_frame, load_bench, plan_bench, run_bench
 from upcycle.errors import ConfigError
-from upcycle.gains import bootstrap_gain_interval, gain_matrix, integrity_problems, summarize
-from upcycle.leaderboard import EXCLUDED, build_leaderboard, model_index, to_csv, to_json, to_markdown
+from upcycle.gains import (
+    bootstrap_gain_interval,
+    gain_matrix,
+    integrity_problems,
+    summarize,
+)
+from upcycle.leaderboard import (
+    EXCLUDED,
+    build_leaderboard,
+    model_index,
+    to_csv,
+    to_json,
+    to_markdown,
+)
 from upcycle.store import Store
 from upcycle.suites import BUILTIN, Suite, load_suite
-
-from conftest import save_tiny_bert
 
 FAST = {"max_train": 48, "max_eval": 48, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
 
@@ -101,7 +112,7 @@ def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file,
 
     from upcycle.cli import app
 
-    store, _, folder = zoo
+    _, _, folder = zoo
     runner = CliRunner()
     db = ["--db", str(folder / "zoo.db")]
     sets = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]

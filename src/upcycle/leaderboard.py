@@ -36,36 +36,49 @@ class Leaderboard:
 def build_leaderboard(bench: Bench, store: Store, *, draws: int = 2000) -> Leaderboard:
     grid = grid_frame(bench, store)
     expected = expected_cells(bench)
-    targets = [target.name for target in bench.targets]
+    rows = [_base_row(bench, grid)]
+    if grid["is_base"].any() and (~grid["is_base"]).any():
+        rows += _candidate_rows(bench, grid, expected, draws)
     total = sum(len(cells) for cells in expected.values())
-    base_scores = grid[grid["is_base"]].groupby("target")["score"].agg(["mean", "count"])
-    base_row: dict[str, Any] = {
+    return Leaderboard(bench, rows, [t.name for t in bench.targets], integrity_problems(grid), len(grid), total)
+
+
+def _base_row(bench: Bench, grid: pd.DataFrame) -> dict[str, Any]:
+    """The vanilla base: its absolute mean score per target (x100), and whether every seed is there."""
+    scores = grid[grid["is_base"]].groupby("target")["score"].agg(["mean", "count"])
+    complete = all(t.name in scores.index and scores.loc[t.name, "count"] == len(bench.seeds) for t in bench.targets)
+    return {
         "rank": None, "candidate": f"{bench.base.checkpoint.name} (vanilla base)", "source_task": None,
         "fingerprint": bench.base.checkpoint.fingerprint, "avg_gain": 0.0, "ci_low": None, "ci_high": None,
-        "wins": None, "losses": None, "worst_loss": None, "fully_tested": len(base_scores) == len(targets) and bool(
-            (base_scores["count"] == len(bench.seeds)).all()),
-        "scores": {t: round(base_scores.loc[t, "mean"] * 100, 2) if t in base_scores.index else None for t in targets},
+        "wins": None, "losses": None, "worst_loss": None, "fully_tested": complete,
+        "scores": {t.name: round(scores.loc[t.name, "mean"] * 100, 2) if t.name in scores.index else None
+                   for t in bench.targets},
     }
-    rows = [base_row]
-    if grid["is_base"].any() and (~grid["is_base"]).any():
-        summary = summarize(grid, expected, draws=draws)
-        gains = gain_matrix(grid)
-        sources = {c.checkpoint.fingerprint: c.source_task for c in bench.candidates}
-        for rank, item in enumerate(summary.itertuples(), start=1):
-            per_task: dict[str, Any] = {}
-            for target in targets:
-                if bench.suite.overlaps(sources.get(item.fingerprint), target):
-                    per_task[target] = EXCLUDED
-                else:
-                    value = gains.loc[item.fingerprint].get(target, math.nan)
-                    per_task[target] = None if pd.isna(value) else round(float(value), 2)
-            rows.append({
-                "rank": rank, "candidate": item.candidate, "source_task": sources.get(item.fingerprint),
-                "fingerprint": item.fingerprint, "avg_gain": round(item.avg_gain, 2), "ci_low": round(item.ci_low, 2),
-                "ci_high": round(item.ci_high, 2), "wins": item.wins, "losses": item.losses,
-                "worst_loss": round(item.worst_loss, 2), "fully_tested": item.fully_tested, "gains": per_task,
-            })
-    return Leaderboard(bench, rows, targets, integrity_problems(grid), len(grid), total)
+
+
+def _candidate_rows(
+    bench: Bench, grid: pd.DataFrame, expected: dict[str, set[tuple[str, int]]], draws: int
+) -> list[dict[str, Any]]:
+    """Candidates by average gain; per-target gains, ``EXCLUDED`` for overlaps and None where not trained yet."""
+    summary = summarize(grid, expected, draws=draws)
+    gains = gain_matrix(grid)
+    sources = {c.checkpoint.fingerprint: c.source_task for c in bench.candidates}
+    rows = []
+    for rank, item in enumerate(summary.itertuples(), start=1):
+        per_task: dict[str, Any] = {}
+        for target in (t.name for t in bench.targets):
+            value = gains.loc[item.fingerprint].get(target, math.nan)
+            if bench.suite.overlaps(sources.get(item.fingerprint), target):
+                per_task[target] = EXCLUDED
+            else:
+                per_task[target] = None if pd.isna(value) else round(float(value), 2)
+        rows.append({
+            "rank": rank, "candidate": item.candidate, "source_task": sources.get(item.fingerprint),
+            "fingerprint": item.fingerprint, "avg_gain": round(item.avg_gain, 2), "ci_low": round(item.ci_low, 2),
+            "ci_high": round(item.ci_high, 2), "wins": item.wins, "losses": item.losses,
+            "worst_loss": round(item.worst_loss, 2), "fully_tested": item.fully_tested, "gains": per_task,
+        })
+    return rows
 
 
 def flat_rows(board: Leaderboard) -> list[dict[str, Any]]:
