@@ -1,5 +1,5 @@
-"""Kill -9 scenario on a real two-node Ray cluster; run by tests/test_ray_executor.py inside a private
-network namespace (``unshare -n``), where Ray can only bind loopback.
+"""Kill -9 scenario on a real two-node Ray cluster; run by tests/test_ray_executor.py inside private network
+and PID namespaces, where Ray can only bind loopback and ``ray stop`` only sees this cluster.
 
 1. start a head and a worker node (token auth, as Ray requires for joining nodes);
 2. run ``upcycle bench --executor ray`` and kill -9 the driver once a result is stored;
@@ -69,9 +69,10 @@ def main() -> None:
         bench = [sys.executable, "-m", "upcycle", "bench", "--db", str(db), "--suite", suite, "--base", base,
                  "--executor", "ray", "--ray-address", address, *extra]
 
-        # 1. kill -9 the driver as soon as one result is stored
-        driver = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: stored_keys(db) or driver.poll() is not None, 300, "a first result")
+        # 1. kill -9 the driver as soon as it has stored one result
+        already = len(stored_keys(db))
+        driver = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: len(stored_keys(db)) > already or driver.poll() is not None, 300, "a first result")
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         report["after_driver_kill"] = stored_keys(db)

@@ -1,5 +1,10 @@
 """The Ray executor on a real local cluster (a head and a worker node on loopback), with kill -9 of the driver
-and of a worker midway. Ray runs inside a private network namespace (see ../shared/RAY.md)."""
+and of a worker midway.
+
+Ray runs inside private network and PID namespaces: the network one keeps it on loopback (see
+../shared/RAY.md); the PID one keeps the scenario's `ray stop` and `pgrep` away from any other Ray on the
+machine (`ray stop` otherwise kills every raylet it can see).
+"""
 
 from __future__ import annotations
 
@@ -23,16 +28,17 @@ from upcycle.execute import RayExecutor, make_executor
 from upcycle.store import Store
 
 SCENARIO = Path(__file__).with_name("ray_scenario.py")
+ISOLATE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
 FAST = ["max_train=200", "max_eval=64", "epochs=2", "batch_size=16", "learning_rate=1e-3", "warmup_ratio=0"]
 
 
 def _can_unshare() -> bool:
     if shutil.which("unshare") is None or shutil.which("ip") is None or os.geteuid() != 0:
         return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    return subprocess.run([*ISOLATE, "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -n to keep Ray on loopback")
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare to keep Ray on loopback and to itself")
 def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
     base = save_tiny_bert(tmp_path / "tiny-base")
     db = tmp_path / "ray.db"
@@ -48,7 +54,7 @@ def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
                TOKENIZERS_PARALLELISM="false", COLUMNS="200",
                PYTHONPATH=str(Path(__file__).parent.parent / "src"))
     inner = f"ip link set lo up && exec {sys.executable} {SCENARIO} {db} {suite} {base} 6391 -- {' '.join(extra)}"
-    completed = subprocess.run(["unshare", "-n", "sh", "-c", inner], capture_output=True, text=True, env=env,
+    completed = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env,
                                timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -80,14 +80,24 @@ class RayExecutor:
                 spec = in_flight.pop(reference)
                 try:
                     payload = ray.get(reference)
-                except ray.exceptions.RayTaskError as error:
+                except ray.exceptions.RayError as error:
                     for other in in_flight:
                         ray.cancel(other)
-                    cause = error.cause if isinstance(error.cause, Exception) else error
-                    raise UpcycleError(
-                        f"{spec.base.name} on {spec.task.name} (seed {spec.seed}) failed on a Ray worker: {cause}"
-                    ) from None
+                    raise UpcycleError(_describe_failure(spec, error)) from None
                 yield spec, FinetuneResult.model_validate_json(payload)
+
+
+def _describe_failure(spec: FinetuneSpec, error: Exception) -> str:
+    """One line: which spec, what went wrong; a lost node or worker (not a bug in the spec) says how to resume."""
+    import ray
+
+    what = f"{spec.base.name} on {spec.task.name} (seed {spec.seed})"
+    if isinstance(error, ray.exceptions.RayTaskError):
+        cause = error.cause if isinstance(error.cause, Exception) else error
+        return f"{what} failed on a Ray worker: {type(cause).__name__}: {cause}"
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return (f"Ray lost {what}: {type(error).__name__}: {first_line} Finished results are stored; "
+            "rerun the same command to resume.")
 
 
 def make_executor(name: str, *, address: str | None = None, progress: ProgressCallback | None = None) -> Executor:
