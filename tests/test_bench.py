@@ -136,12 +136,16 @@ def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file,
     assert runner.invoke(app, ["zoo", "add", str(other), *db]).exit_code == 0
     grown = runner.invoke(app, ["bench", "--suite", str(suite_file), "--base", str(tiny_bert), *sets, *db])
     assert grown.exit_code == 0 and "stored, 6 to run" in grown.output, grown.output
-    report = runner.invoke(app, ["report", "--out", str(tmp_path / "out"), "--prefix", "mini", *db])
+    report = runner.invoke(app, ["report", "--out", str(tmp_path / "out"), "--prefix", "mini", "--probe-target",
+                                 "cb", "--probe-examples", "60", *db])
     assert report.exit_code == 0, report.output
     grid = pd.read_csv(tmp_path / "out" / "mini.csv")
     assert list(grid.columns) == ["candidate", "fingerprint", "target", "seed", "metric", "score"] and len(grid) == 20
     analysis = json.loads((tmp_path / "out" / "mini_analysis.json").read_text())
     assert analysis["beating_base"]["candidates"] == 3
+    probe = analysis["linear_probe_signal"]
+    assert probe["target"] == "cb" and probe["candidates"] == 3 and len(probe["accuracy"]) == 4  # with the base
+    assert -1 <= probe["spearman_vs_avg_gain_elsewhere"] <= 1
     assert "Additive model" in (tmp_path / "out" / "mini_analysis.md").read_text()
     assert (tmp_path / "out" / "mini_leaderboard.md").read_text().count("\n| ") >= 4
 
@@ -218,3 +222,16 @@ def test_integrity_flags_duplicates_impossible_scores_and_identical_vectors():
 def test_suite_dataclass_custom_groups():
     suite = Suite("s", ("a", "b"), (frozenset({"a", "b"}),))
     assert suite.overlaps("a", "b") and not suite.overlaps("a", "c")
+
+
+def test_linear_probe_scores_separable_features_and_refuses_one_class():
+    from upcycle.errors import TaskError
+    from upcycle.probes import linear_probe_score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    features = rng.normal(0, 1, (60, 8)) + np.eye(3, 8)[labels] * 6
+    assert linear_probe_score(features, labels) > 0.95
+    assert linear_probe_score(rng.normal(0, 1, (60, 8)), labels) < 0.7
+    with pytest.raises(TaskError, match="two classes"):
+        linear_probe_score(features, np.zeros(60, dtype=int))

@@ -124,3 +124,20 @@ def analyze(summary: pd.DataFrame, gains: pd.DataFrame) -> dict[str, Any]:
         "single_target_signal": single_target_signal(gains),
         "ranking_stability": ranking_stability(gains),
     }
+
+
+def probe_signal(probes: dict[str, float], gains: pd.DataFrame, target: str) -> dict[str, Any]:
+    """How well linear-probe accuracies on ``target`` (``{fingerprint: accuracy}``, candidates only) rank the
+    candidates' average gain on the other targets, and their gain on ``target`` itself (Spearman)."""
+    candidates = [fingerprint for fingerprint in probes if fingerprint in gains.index]
+    probe = pd.Series({fingerprint: probes[fingerprint] for fingerprint in candidates})
+    elsewhere = gains.loc[candidates].drop(columns=target, errors="ignore").mean(axis=1)
+    result: dict[str, Any] = {"target": target, "candidates": len(candidates)}
+    if len(candidates) >= 3:
+        result["spearman_vs_avg_gain_elsewhere"] = float(stats.spearmanr(probe, elsewhere).statistic)
+        if target in gains.columns:
+            here = gains.loc[candidates, target]
+            usable = here.notna()
+            if usable.sum() >= 3:
+                result["spearman_vs_gain_on_target"] = float(stats.spearmanr(probe[usable], here[usable]).statistic)
+    return result

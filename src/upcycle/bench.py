@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
@@ -202,3 +203,21 @@ def expected_cells(bench: Bench) -> dict[str, set[tuple[str, int]]]:
     for candidate, target, seed in bench.cells():
         expected.setdefault(candidate.checkpoint.fingerprint, set()).add((target.name, seed))
     return expected
+
+
+def linear_probes(bench: Bench, target: str, *, max_examples: int = 500, seed: int = 0) -> dict[str, float]:
+    """Cross-validated linear-probe accuracy on ``target``'s training data for the base and every candidate
+    whose source data does not overlap it: ``{fingerprint: accuracy}``. One forward pass per checkpoint."""
+    from .probes import embed, linear_probe_score
+
+    refs = {t.name: t for t in bench.targets}
+    task = refs[target].load() if target in refs else load_task(target)
+    if task.kind != "classification":
+        raise ConfigError(f"The probe target must be a classification task; {task.name} is {task.kind}.")
+    split = task.subsample(max_examples, None, seed=seed).splits["train"]
+    scores = {}
+    for candidate in (bench.base, *bench.candidates):
+        if not bench.suite.overlaps(candidate.source_task, task.name):
+            features = embed(candidate.checkpoint.resolve(), split, max_length=bench.protocol.max_length)
+            scores[candidate.checkpoint.fingerprint] = linear_probe_score(features, np.asarray(split.labels), seed=seed)
+    return scores

@@ -344,6 +344,7 @@ def _analysis_markdown(grid, result: dict) -> str:
         f"gain on the others: mean {signal['mean']:.2f}, median {signal['median']:.2f}; best target "
         f"{signal['best']} ({signal['per_target'][signal['best']]:.2f}), worst {signal['worst']} "
         f"({signal['per_target'][signal['worst']]:.2f}).",
+        *_probe_lines(result.get("linear_probe_signal")),
         "- **Ranking stability** (random subsets of k targets vs all targets):",
         "",
         "| k targets | Kendall tau | same top-1 | top-3 overlap |",
@@ -354,9 +355,25 @@ def _analysis_markdown(grid, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _analyze(store, grid) -> dict:
+def _probe_lines(probe: dict | None) -> list[str]:
+    if not probe or "spearman_vs_avg_gain_elsewhere" not in probe:
+        return []
+    on_target = probe.get("spearman_vs_gain_on_target")
+    return [
+        f"- **A linear probe as a cheap signal**: logistic regression on frozen mean-pooled features of "
+        f"{probe['examples']} {probe['target']} training examples ({probe['candidates']} candidates, "
+        f"{probe['seconds']:.0f}s in all): Spearman {probe['spearman_vs_avg_gain_elsewhere']:.2f} with the average "
+        f"gain on the other targets" + (f", {on_target:.2f} with the gain on {probe['target']} itself." if
+                                         on_target is not None else ".")
+    ]
+
+
+def _analyze(store, grid, probe_target: str | None = None, probe_examples: int = 500) -> dict:
+    import time
+
     from .analysis import analyze as run_analysis
-    from .bench import expected_cells, grid_frame
+    from .analysis import probe_signal
+    from .bench import expected_cells, grid_frame, linear_probes
     from .gains import gain_matrix, summarize
 
     frame = grid_frame(grid, store)
@@ -365,7 +382,16 @@ def _analyze(store, grid) -> dict:
     gains = gain_matrix(frame)
     if gains.shape[0] < 3 or gains.shape[1] < 2:
         raise UpcycleError("The analysis needs at least 3 candidates and 2 targets with results.")
-    return run_analysis(summarize(frame, expected_cells(grid)), gains)
+    result = run_analysis(summarize(frame, expected_cells(grid)), gains)
+    if probe_target is not None:
+        started = time.perf_counter()
+        probes = linear_probes(grid, probe_target, max_examples=probe_examples)
+        names = {c.checkpoint.fingerprint: c.checkpoint.name for c in (grid.base, *grid.candidates)}
+        signal = probe_signal(probes, gains, probe_target)
+        signal.update(examples=probe_examples, seconds=round(time.perf_counter() - started, 1),
+                      accuracy={names[fingerprint]: round(score, 4) for fingerprint, score in probes.items()})
+        result["linear_probe_signal"] = signal
+    return result
 
 
 @app.command()
@@ -373,6 +399,8 @@ def _analyze(store, grid) -> dict:
 def analyze(
     bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")] = None,
     format_: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
+    probe_target: Annotated[str | None, typer.Option(help="Also rank by a linear probe on this task.")] = None,
+    probe_examples: Annotated[int, typer.Option(help="Training examples for the probe.")] = 500,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """The recycling study's findings on a bench: who beats the base, additive model, cheap signal, stability."""
@@ -385,7 +413,7 @@ def analyze(
         raise UpcycleError(f"--format must be markdown or json, not '{format_}'.")
     with Store(db) as store:
         grid = load_bench(store, bench_name)
-        result = _analyze(store, grid)
+        result = _analyze(store, grid, probe_target, probe_examples)
     print(json.dumps(result, indent=2) if format_ == "json" else _analysis_markdown(grid, result), end="")
 
 
@@ -395,6 +423,8 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for the files.")],
     prefix: Annotated[str, typer.Option(help="File name prefix.")],
     bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")] = None,
+    probe_target: Annotated[str | None, typer.Option(help="Also rank by a linear probe on this task.")] = None,
+    probe_examples: Annotated[int, typer.Option(help="Training examples for the probe.")] = 500,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Write a bench's grid (PREFIX.csv), leaderboard (PREFIX_leaderboard.md) and analysis (.md, .json)."""
@@ -409,7 +439,7 @@ def report(
         grid = load_bench(store, bench_name)
         frame = grid_frame(grid, store)
         board = build_leaderboard(grid, store)
-        result = _analyze(store, grid)
+        result = _analyze(store, grid, probe_target, probe_examples)
     columns = ["candidate", "fingerprint", "target", "seed", "metric", "score"]
     frame.sort_values(["candidate", "target", "seed"])[columns].to_csv(out / f"{prefix}.csv", index=False)
     (out / f"{prefix}_leaderboard.md").write_text(to_markdown(board))
