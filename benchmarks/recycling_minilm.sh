@@ -19,4 +19,5 @@ FAST=(--set train_precision=bf16)
   --sources ag_news,cola,dair_emotion,esnli,financial_phrasebank,imdb,isear,mrpc,sst2,stsb,trec_coarse,tweet_eval_offensive
 "$UPCYCLE" bench --db "$DB" --base minilm --suite benchmarks/suites/recycling_minilm.yaml --seeds 2 "${FAST[@]}" \
   --executor "${EXECUTOR:-local}"
-"$UPCYCLE" report --db "$DB" --bench recycling10-minilm --out benchmarks/results --prefix recycling_minilm
+"$UPCYCLE" report --db "$DB" --bench recycling10-minilm --out benchmarks/results --prefix recycling_minilm \
+  --probe-target tweet_eval_irony
