@@ -251,14 +251,15 @@ def bench(
         _print_leaderboard(store, grid, "table")
 
 
+LEADERBOARD_FORMATS = ("table", "csv", "json", "markdown")
+
+
 def _print_leaderboard(store, grid, fmt: str) -> None:
     from .leaderboard import EXCLUDED, build_leaderboard, to_csv, to_json, to_markdown
 
     board = build_leaderboard(grid, store)
     if fmt != "table":
-        render = {"csv": to_csv, "json": to_json, "markdown": to_markdown}.get(fmt)
-        if render is None:
-            raise UpcycleError(f"--format must be table, csv, json or markdown, not '{fmt}'.")
+        render = {"csv": to_csv, "json": to_json, "markdown": to_markdown}[fmt]
         print(render(board), end="")  # plain stdout: machine-readable, no Rich markup or wrapping
         return
     table = Table(title=f"{grid.name} ({grid.arch}): gain over the vanilla base, points; "
@@ -298,6 +299,8 @@ def leaderboard(
     from .bench import load_bench
     from .store import Store
 
+    if format_ not in LEADERBOARD_FORMATS:
+        raise UpcycleError(f"--format must be {', '.join(LEADERBOARD_FORMATS)}; not '{format_}'.")
     with Store(db) as store:
         names = [bench_name] if bench_name else [row[0] for row in store.benches()]
         grids = [load_bench(store, name) for name in names] if names else [load_bench(store)]
