@@ -235,3 +235,13 @@ def test_linear_probe_scores_separable_features_and_refuses_one_class():
     assert linear_probe_score(rng.normal(0, 1, (60, 8)), labels) < 0.7
     with pytest.raises(TaskError, match="two classes"):
         linear_probe_score(features, np.zeros(60, dtype=int))
+
+
+def test_plan_with_an_empty_zoo_benches_the_base_alone_and_bad_seeds_are_refused(tiny_bert, suite_file, tmp_path):
+    with Store(tmp_path / "empty.db") as store:
+        bench = plan_bench(store, base=str(tiny_bert), suite=str(suite_file), seeds=1, overrides=FAST)
+        assert bench.candidates == () and len(bench.specs()) == 3
+        board = build_leaderboard(bench, store)
+        assert len(board.rows) == 1 and board.cells_done == 0 and not board.rows[0]["fully_tested"]
+        with pytest.raises(ConfigError, match="at least 1"):
+            plan_bench(store, base=str(tiny_bert), suite=str(suite_file), seeds=0)
