@@ -194,7 +194,7 @@ def grid_frame(bench: Bench, store: Store) -> pd.DataFrame:
             is_base = reference.fingerprint == bench.base.checkpoint.fingerprint
             rows.append((reference.name, reference.fingerprint, candidate.source_task, is_base,
                          target.name, seed, metric, score))
-    return pd.DataFrame(rows, columns=GRID_COLUMNS)
+    return pd.DataFrame(rows, columns=GRID_COLUMNS).astype({"is_base": bool, "seed": int, "score": float})
 
 
 def expected_cells(bench: Bench) -> dict[str, set[tuple[str, int]]]:
