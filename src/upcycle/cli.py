@@ -335,8 +335,8 @@ def _analysis_markdown(grid, result: dict) -> str:
         f"## Analysis of `{grid.name}` ({grid.arch})",
         "",
         f"- **Beating the base**: {beating['positive_avg_gain']} of {beating['candidates']} candidates have a "
-        f"positive average gain; {beating['ci_above_zero']} have a 95% CI above zero, {beating['ci_below_zero']} "
-        "below zero.",
+        f"positive average gain; the 95% CI lies above zero for {beating['ci_above_zero']} and below zero for "
+        f"{beating['ci_below_zero']}.",
         f"- **Additive model** gain ~ candidate + target over {additive['cells']} cells: R^2 "
         f"{additive['additive']['r2']:.3f} (candidate alone {additive['candidate_only']['r2']:.3f}, target alone "
         f"{additive['target_only']['r2']:.3f}); leave-one-cell-out MSE {additive['additive']['loo_mse']:.2f} "
