@@ -2,37 +2,22 @@
 
 __version__ = "0.1.0"
 
-from .api import finetune, register, zoo_add
+from .api import build_zoo, finetune, register, zoo_add
+from .bench import Bench, grid_frame, load_bench, plan_bench, run_bench
 from .checkpoints import ArchKey, Checkpoint, resolve_checkpoint
 from .errors import CheckpointError, ConfigError, StoreError, TaskError, UpcycleError
-from .execute import LocalExecutor, run_specs
+from .execute import LocalExecutor, RayExecutor, run_specs
 from .finetune import FinetuneResult, FinetuneSpec, run_finetune
+from .leaderboard import build_leaderboard
 from .protocols import PRESETS, Protocol, get_protocol
 from .store import Store
+from .suites import Suite, load_suite
 from .tasks import Split, Task, load_task
 
 __all__ = [
-    "PRESETS",
-    "ArchKey",
-    "Checkpoint",
-    "CheckpointError",
-    "ConfigError",
-    "FinetuneResult",
-    "FinetuneSpec",
-    "LocalExecutor",
-    "Protocol",
-    "Split",
-    "Store",
-    "StoreError",
-    "Task",
-    "TaskError",
-    "UpcycleError",
-    "finetune",
-    "get_protocol",
-    "load_task",
-    "register",
-    "resolve_checkpoint",
-    "run_finetune",
-    "run_specs",
-    "zoo_add",
+    "PRESETS", "ArchKey", "Bench", "Checkpoint", "CheckpointError", "ConfigError", "FinetuneResult",
+    "FinetuneSpec", "LocalExecutor", "Protocol", "RayExecutor", "Split", "Store", "StoreError", "Suite", "Task",
+    "TaskError", "UpcycleError", "build_leaderboard", "build_zoo", "finetune", "get_protocol", "grid_frame",
+    "load_bench", "load_suite", "load_task", "plan_bench", "register", "resolve_checkpoint", "run_bench",
+    "run_finetune", "run_specs", "zoo_add",
 ]
