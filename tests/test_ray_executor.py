@@ -25,6 +25,7 @@ from upcycle.api import build_zoo
 from upcycle.bench import load_bench
 from upcycle.errors import ConfigError
 from upcycle.execute import RayExecutor, make_executor
+from upcycle.protocols import parse_overrides
 from upcycle.store import Store
 
 SCENARIO = Path(__file__).with_name("ray_scenario.py")
@@ -43,7 +44,7 @@ def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
     base = save_tiny_bert(tmp_path / "tiny-base")
     db = tmp_path / "ray.db"
     with Store(db) as store:
-        overrides = {k: float(v) if "." in v or "e-" in v else int(v) for k, v in (item.split("=") for item in FAST)}
+        overrides = parse_overrides(FAST)
         list(build_zoo(store, base=str(base), sources=[str(shared_data / "sst2"), str(shared_data / "cb")],
                        out=tmp_path / "experts", overrides=overrides))
     suite = tmp_path / "suite.yaml"
