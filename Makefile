@@ -10,7 +10,7 @@ export UPCYCLE_DATA_DIR := $(abspath $(DATA))
 UPCYCLE := $(VENV)/bin/upcycle
 FAST := --set train_precision=bf16
 
-.PHONY: setup demo test bench throughput recycling clean
+.PHONY: setup demo test bench throughput recycling selection clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Main job: build a small MiniLM zoo (3 experts) and rank it against vanilla MiniLM on the `quick` suite
-# (5 targets x 2 seeds); prints the leaderboard. Everything is stored: a rerun trains nothing.
+# Main job: which checkpoint should I start from for my data? Builds a small MiniLM zoo from the shared data
+# (4 experts, once: stored in upcycle.db), ranks it for poem_sentiment with the default estimator, then
+# finetunes the top 2 and vanilla MiniLM on it to check. A rerun trains nothing.
 demo: setup
-	$(UPCYCLE) zoo build --base minilm --sources sst2,ag_news,mrpc --out runs/demo-zoo $(FAST)
-	$(UPCYCLE) bench --suite quick --seeds 2 $(FAST)
+	$(UPCYCLE) zoo build --base minilm --sources sst2,ag_news,mrpc,dair_emotion --out runs/demo-zoo $(FAST)
+	$(UPCYCLE) select $(DATA)/poem_sentiment --verify-top 2 $(FAST)
 
 test: setup
 	$(PY) -m pytest -q
@@ -40,6 +41,10 @@ throughput: setup
 # the committed MiniLM recycling grid (resumable; hours of CPU)
 recycling: setup
 	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/recycling_minilm.sh'
+
+# selection estimators judged leave-one-target-out against the recycling grid (builds the grid if missing)
+selection: setup
+	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
 
 clean:
 	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo

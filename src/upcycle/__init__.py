@@ -10,6 +10,8 @@ from .execute import LocalExecutor, RayExecutor, run_specs
 from .finetune import FinetuneResult, FinetuneSpec, run_finetune
 from .leaderboard import build_leaderboard
 from .protocols import PRESETS, Protocol, get_protocol
+from .selection import Selection, select
+from .selection_eval import evaluate_selection
 from .store import Store
 from .suites import Suite, load_suite
 from .tasks import Split, Task, load_task
@@ -19,5 +21,5 @@ __all__ = [
     "FinetuneSpec", "LocalExecutor", "Protocol", "RayExecutor", "Split", "Store", "StoreError", "Suite", "Task",
     "TaskError", "UpcycleError", "build_leaderboard", "build_zoo", "finetune", "get_protocol", "grid_frame",
     "load_bench", "load_suite", "load_task", "plan_bench", "register", "resolve_checkpoint", "run_bench",
-    "run_finetune", "run_specs", "zoo_add",
+    "run_finetune", "run_specs", "zoo_add", "Selection", "select", "evaluate_selection",
 ]

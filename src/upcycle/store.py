@@ -1,4 +1,5 @@
-"""The results store: one SQLite file (WAL mode) holding checkpoints, tasks and finetune results.
+"""The results store: one SQLite file (WAL mode) holding checkpoints, tasks, finetune results, bench
+definitions and the estimators' feature cache.
 
 Results are keyed by :meth:`FinetuneSpec.key`, so a spec that is already stored is never trained again.
 The schema is versioned with SQLite's ``user_version``; opening an older database applies the missing
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import StoreError
 from .finetune import FinetuneResult, FinetuneSpec
@@ -67,6 +70,20 @@ MIGRATIONS: list[str] = [
         arch TEXT NOT NULL,
         definition TEXT NOT NULL,
         updated_at TEXT NOT NULL
+    );
+    """,
+    # 3: the feature cache of the selection estimators: mean-pooled encoder features of a task sample
+    """
+    CREATE TABLE features (
+        checkpoint_fingerprint TEXT NOT NULL,
+        task_fingerprint TEXT NOT NULL,
+        sample TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        dim INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        cpu_seconds REAL NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (checkpoint_fingerprint, task_fingerprint, sample)
     );
     """,
 ]
@@ -220,6 +237,31 @@ class Store:
         """``(name, arch, definition)`` of every saved bench, most recently updated first."""
         return self._db.execute("SELECT name, arch, definition FROM benches ORDER BY updated_at DESC, name").fetchall()
 
+    # ---------------------------------------------------------------- features
+
+    def get_features(self, checkpoint: str, task: str, sample: str) -> tuple[np.ndarray, float] | None:
+        """Cached ``(features (n, dim) float32, cpu_seconds it cost)``; None if absent or unreadable."""
+        row = self._db.execute(
+            "SELECT n, dim, data, cpu_seconds FROM features "
+            "WHERE checkpoint_fingerprint = ? AND task_fingerprint = ? AND sample = ?", (checkpoint, task, sample)
+        ).fetchone()
+        if row is None:
+            return None
+        n, dim, data, seconds = row
+        if len(data) != n * dim * 4:  # a damaged row is recomputed, never served
+            return None
+        return np.frombuffer(data, dtype=np.float32).reshape(n, dim).copy(), seconds
+
+    def put_features(self, checkpoint: str, task: str, sample: str, features: np.ndarray, cpu_seconds: float) -> None:
+        array = np.ascontiguousarray(features, dtype=np.float32)
+        if array.ndim != 2:
+            raise StoreError(f"Features must be a 2-d array (n, dim); got shape {array.shape}.")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?)",
+                (checkpoint, task, sample, array.shape[0], array.shape[1], array.tobytes(), cpu_seconds, _now()),
+            )
+
     # ---------------------------------------------------------------- zoo
 
     def put_checkpoint(
@@ -256,6 +298,16 @@ class Store:
             "FROM checkpoints ORDER BY arch, name"
         ).fetchall()
         return [ZooEntry(*row) for row in rows]
+
+    def provenance(self, fingerprint: str) -> dict[str, Any]:
+        """The provenance recorded with a checkpoint (``upcycle.json``), or ``{}``."""
+        row = self._db.execute("SELECT provenance FROM checkpoints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def task_source(self, fingerprint: str) -> str | None:
+        """Where a registered task was loaded from."""
+        row = self._db.execute("SELECT source FROM tasks WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return None if row is None else row[0]
 
     def put_task(self, *, fingerprint: str, name: str, source: str, kind: str, num_labels: int,
                  sizes: dict[str, int]) -> None:

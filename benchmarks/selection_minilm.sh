@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Selection estimators judged leave-one-target-out against the committed MiniLM recycling grid.
+# Builds the grid first when it is not stored (hours; resumable, see recycling_minilm.sh), then runs every
+# estimator on every target and writes benchmarks/results/selection_minilm.md and .json.
+#   bash benchmarks/selection_minilm.sh
+# On machines that allow only loopback traffic, run the grid's Ray workers in a private network namespace:
+#   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export UPCYCLE_DATA_DIR="${UPCYCLE_DATA_DIR:-$(realpath ../shared/datasets)}"
+UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
+RUN="${RUN:-runs/recycling_minilm}"
+
+bash benchmarks/recycling_minilm.sh
+"$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-256}" \
+  --out benchmarks/results/selection_minilm

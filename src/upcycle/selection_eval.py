@@ -1,0 +1,177 @@
+"""``upcycle evaluate-selection``: how well each estimator picks starting points, leave-one-target-out.
+
+The ground truth is a bench grid in the store: for every target, each candidate's mean test score over
+seeds after finetuning from it. Each target is held out in turn: estimators see its training data (as a
+user's new dataset) but never its grid results, nor those of tasks sharing its data; the model prior and
+the combined ranker read only the other targets. Costs are CPU seconds, compared with brute force: the
+recorded finetune time of every candidate on that target (one seed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .bench import Bench
+from .errors import ConfigError
+from .estimators import DEFAULT_EXAMPLES, SelectionContext, estimate
+from .features import FeatureCache, Sample
+from .selection import overlapping
+from .selection_metrics import ranking_quality
+from .store import Store
+
+RANDOM = "random (expected)"
+QUALITY = ["regret_at_1", "regret_at_3", "regret_at_5", "ndcg", "spearman", "kendall"]
+
+
+def ground_truth(bench: Bench, store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(scores, seconds)``: candidates (fingerprint rows) x targets, mean over stored seeds of the test score
+    and of the finetune time (train + eval seconds). The base is not a candidate."""
+    cells = list(bench.cells())
+    rows = []
+    for candidate, target, seed in cells:
+        if candidate.checkpoint.fingerprint == bench.base.checkpoint.fingerprint:
+            continue
+        result = store.get_result(bench.spec(candidate, target, seed).key())
+        if result is not None:
+            rows.append((candidate.checkpoint.fingerprint, target.name, result.score,
+                         result.train_seconds + result.eval_seconds))
+    frame = pd.DataFrame(rows, columns=["fingerprint", "target", "score", "seconds"])
+    table = frame.pivot_table(index="fingerprint", columns="target", values=["score", "seconds"], aggfunc="mean")
+    return table["score"], table["seconds"]
+
+
+def evaluate_selection(
+    store: Store,
+    bench: Bench,
+    estimators: list[str],
+    *,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int = 0,
+    on_progress: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """One row per (estimator, target): ranking quality, CPU seconds, brute-force seconds, fallback used.
+
+    Also one ``random (expected)`` row per target: the exact expectation of a uniformly random order.
+    """
+    if not estimators:
+        raise ConfigError("No estimators to evaluate.")
+    truth, seconds = ground_truth(bench, store)
+    if truth.empty:
+        raise ConfigError(f"The bench '{bench.name}' has no stored results: run `upcycle bench` first.")
+    cache = FeatureCache(store)
+    rows = []
+    for target_ref in bench.targets:
+        if target_ref.name not in truth.columns:
+            continue
+        measured = truth[target_ref.name].dropna()
+        candidates = tuple(store.get_checkpoint(fingerprint) for fingerprint in measured.index)
+        if any(c is None for c in candidates) or len(candidates) < 2:
+            continue
+        values = measured.to_numpy(float)
+        brute_force = float(seconds[target_ref.name].loc[measured.index].sum())
+        context = SelectionContext(store=store, target=target_ref.load(), candidates=candidates,  # type: ignore[arg-type]
+                                   base=store.get_checkpoint(bench.base.checkpoint.fingerprint),
+                                   sample=Sample(n=examples, seed=seed, max_length=bench.protocol.max_length),
+                                   excluded_tasks=overlapping(target_ref.name), seed=seed, cache=cache)
+        common = {"target": target_ref.name, "candidates": len(values), "brute_force_seconds": brute_force}
+        expected = ranking_quality(values, np.zeros_like(values))
+        rows.append(common | {"estimator": RANDOM, "used": RANDOM, "cpu_seconds": 0.0,
+                              "amortized_seconds": 0.0} | expected)
+        for name in estimators:
+            result = estimate(name, context)
+            predicted = np.array([result.scores[fingerprint] for fingerprint in measured.index], dtype=float)
+            row = common | {"estimator": name, "used": result.used, "cpu_seconds": result.cpu_seconds,
+                            "amortized_seconds": result.amortized_seconds} | ranking_quality(values, predicted)
+            rows.append(row)
+            if on_progress is not None:
+                on_progress(target_ref.name, name, row)
+    if not rows:
+        raise ConfigError(f"No target of '{bench.name}' has at least two measured candidates.")
+    frame = pd.DataFrame(rows)
+    frame["cost_fraction"] = frame["cpu_seconds"] / frame["brute_force_seconds"]
+    return frame
+
+
+def summarize_selection(frame: pd.DataFrame, *, draws: int = 2000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per estimator: mean of each quality metric over targets (Regret over targets where it is defined),
+    a 95% bootstrap interval (over targets) for Regret@1 and @3, and cost as a fraction of brute force
+    (total estimator CPU seconds / total brute-force seconds)."""
+    rng = np.random.default_rng(seed)
+    summary = {}
+    for name, rows in frame.groupby("estimator", sort=False):
+        entry: dict[str, Any] = {metric: float(rows[metric].mean()) for metric in QUALITY}
+        for metric in ("regret_at_1", "regret_at_3"):
+            values = rows[metric].dropna().to_numpy()
+            means = rng.choice(values, size=(draws, len(values))).mean(1) if len(values) else np.array([np.nan])
+            entry[f"{metric}_ci"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+        entry["cpu_seconds_per_target"] = float(rows["cpu_seconds"].mean())
+        entry["amortized_seconds"] = float(rows["amortized_seconds"].max())
+        entry["cost_fraction"] = float(rows["cpu_seconds"].sum() / rows["brute_force_seconds"].sum())
+        entry["fallbacks"] = int((rows["used"] != name).sum())
+        summary[str(name)] = entry
+    return summary
+
+
+def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str) -> str:
+    """The committed result file: ``{"default", "candidates", "targets", "estimators": {NAME: {...}}}``."""
+    keys = ("regret_at_1", "regret_at_3", "regret_at_5", "ndcg", "spearman", "cost_fraction")
+    document = {
+        "default": default,
+        "candidates": int(frame["candidates"].max()),
+        "targets": int(frame["target"].nunique()),
+        "estimators": {name: {key: _round(entry[key]) for key in keys} | {
+            "kendall": _round(entry["kendall"]), "regret_at_1_ci": [_round(x) for x in entry["regret_at_1_ci"]],
+            "regret_at_3_ci": [_round(x) for x in entry["regret_at_3_ci"]],
+            "cpu_seconds_per_target": _round(entry["cpu_seconds_per_target"]),
+            "amortized_seconds": _round(entry["amortized_seconds"])} for name, entry in summary.items()},
+        "per_target": json.loads(frame.round(4).to_json(orient="records")),
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _round(value: float) -> float | None:
+    return None if value is None or np.isnan(value) else round(float(value), 4)
+
+
+def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str, bench: Bench) -> str:
+    """A Markdown report: the summary table (best Regret@3 first) and per-target Regret@3."""
+    targets = sorted(frame["target"].unique())
+    undefined = sorted(frame.loc[frame["regret_at_1"].isna(), "target"].unique())
+    lines = [
+        f"# Selecting starting points: {bench.name} ({bench.arch.split('(')[0]})",
+        "",
+        f"Leave-one-target-out over the stored grid: {int(frame['candidates'].max())} candidates, "
+        f"{len(targets)} targets, ground truth = mean test score over {len(bench.seeds)} seed(s) under "
+        f"protocol `{bench.protocol.name}`. Regret@k = (M - best true score in the predicted top k) / M x 100. "
+        "Cost = estimator CPU seconds / brute-force CPU seconds (finetuning every candidate once on the target). "
+        "Brackets: 95% bootstrap interval over targets.",
+        "",
+        "| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | CPU s / target | fallbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(summary, key=lambda name: (summary[name]["regret_at_3"], summary[name]["regret_at_1"]))
+    for name in order:
+        entry = summary[name]
+        label = f"**{name}** (default)" if name == default else name
+        low1, high1 = entry["regret_at_1_ci"]
+        low3, high3 = entry["regret_at_3_ci"]
+        lines.append(
+            f"| {label} | {entry['regret_at_1']:.2f} [{low1:.1f}, {high1:.1f}] | {entry['regret_at_3']:.2f} "
+            f"[{low3:.1f}, {high3:.1f}] | {entry['regret_at_5']:.2f} | {entry['ndcg']:.3f} | "
+            f"{entry['spearman']:.3f} | {entry['kendall']:.3f} | {entry['cost_fraction'] * 100:.2f}% | "
+            f"{entry['cpu_seconds_per_target']:.1f} | {entry['fallbacks']} |"
+        )
+    if undefined:
+        lines += ["", f"Regret is undefined (best score <= 0) and left out of its means on: {', '.join(undefined)}."]
+    header = "| estimator | " + " | ".join(targets) + " |"
+    lines += ["", "## Regret@3 per target", "", header, "|---|" + "---|" * len(targets)]
+    per_target = frame.pivot_table(index="estimator", columns="target", values="regret_at_3", aggfunc="mean")
+    for name in order:
+        cells = [("" if np.isnan(v) else f"{v:.1f}") for v in per_target.loc[name, targets]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,173 @@
+"""Selection end to end on a tiny BERT zoo and real shared tasks: select, verify, evaluate, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import save_tiny_bert, sentiment_rows, write_rows
+from typer.testing import CliRunner
+
+from upcycle.api import build_zoo, zoo_add
+from upcycle.bench import plan_bench, run_bench
+from upcycle.cli import app
+from upcycle.errors import ConfigError
+from upcycle.estimators import REGISTRY, SelectionContext, estimate
+from upcycle.estimators.prior import stored_gains
+from upcycle.features import Sample
+from upcycle.selection import overlapping, select
+from upcycle.selection_eval import RANDOM, evaluate_selection, results_json, results_markdown, summarize_selection
+from upcycle.store import Store
+from upcycle.tasks import load_task
+
+FAST = {"max_train": 48, "max_eval": 48, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
+SOURCES = ("sst2", "trec_coarse", "financial_phrasebank")
+TARGETS = ("rotten_tomatoes", "stsb", "poem_sentiment")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory, tiny_bert, shared_data):
+    """Three tiny experts and a stored 1-seed grid on three targets (one overlapping an expert, one regression)."""
+    folder = tmp_path_factory.mktemp("selection")
+    store = Store(folder / "upcycle.db")
+    list(build_zoo(store, base=str(tiny_bert), sources=[str(shared_data / s) for s in SOURCES],
+                   out=folder / "experts", overrides=FAST))
+    suite = folder / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "sel", "targets": [str(shared_data / t) for t in TARGETS]}))
+    bench = plan_bench(store, base=str(tiny_bert), suite=str(suite), seeds=1, overrides=FAST)
+    list(run_bench(bench, store))
+    yield store, bench, folder
+    store.close()
+
+
+def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, shared_data):
+    store, bench, _ = graded
+    candidates = tuple(store.get_checkpoint(c.checkpoint.fingerprint) for c in bench.candidates)
+    target = load_task(shared_data / "poem_sentiment")
+    context = SelectionContext(store=store, target=target, candidates=candidates, sample=Sample(n=64),
+                               excluded_tasks=overlapping("poem_sentiment"))
+    for name in sorted(REGISTRY):
+        result = estimate(name, context)
+        assert result.used == name, (name, result.notes)
+        assert set(result.scores) == {c.fingerprint for c in candidates}
+        assert all(np.isfinite(v) for v in result.scores.values()), name
+        assert result.cpu_seconds >= 0
+    features = store.get_features(candidates[0].fingerprint, target.fingerprint, Sample(n=64).key)
+    assert features is not None and features[0].shape == (64, 32) and features[1] > 0  # cached with its cost
+    # a cached feature is charged what it cost, so the reported cost does not depend on the cache
+    stored = sum(store.get_features(c.fingerprint, target.fingerprint, Sample(n=64).key)[1] for c in candidates)
+    assert estimate("logme", context).cpu_seconds >= stored
+
+
+def test_prior_never_sees_the_target_or_tasks_sharing_its_data(graded, shared_data):
+    store, bench, _ = graded
+    candidates = tuple(store.get_checkpoint(c.checkpoint.fingerprint) for c in bench.candidates)
+    target = load_task(shared_data / "rotten_tomatoes")
+    context = SelectionContext(store=store, target=target, candidates=candidates,
+                               excluded_tasks=overlapping("rotten_tomatoes"))
+    assert overlapping("rotten_tomatoes") == {"rotten_tomatoes", "sst2", "sst5"}
+    gains = stored_gains(context)
+    assert "rotten_tomatoes" not in gains.columns and set(gains.columns) == {"stsb", "poem_sentiment"}
+    everything = stored_gains(SelectionContext(store=store, target=target, candidates=candidates))
+    assert "rotten_tomatoes" in everything.columns
+    prior = estimate("prior", context).scores
+    expected = gains.mean(axis=1)
+    assert all(prior[f] == pytest.approx(expected[f]) for f in expected.index)
+
+
+def test_evaluate_selection_leave_one_target_out(graded):
+    store, bench, _ = graded
+    names = ["prior", "logme", "semb", "combined", "size"]
+    frame = evaluate_selection(store, bench, names, examples=64)
+    assert set(frame["estimator"]) == {*names, RANDOM}
+    assert set(frame["target"]) == set(TARGETS)
+    # the expert trained on sst2 is never a candidate for rotten_tomatoes (shared sentences)
+    assert (frame.loc[frame["target"] == "rotten_tomatoes", "candidates"] == 2).all()
+    assert (frame.loc[frame["target"] != "rotten_tomatoes", "candidates"] == 3).all()
+    assert frame["regret_at_5"].fillna(0).eq(0).all()  # 5 >= every candidate list here
+    assert frame["ndcg"].between(0, 1).all() and frame["cost_fraction"].ge(0).all()
+    summary = summarize_selection(frame)
+    document = json.loads(results_json(frame, summary, "combined"))
+    assert document["default"] == "combined" and document["candidates"] == 3 and document["targets"] == 3
+    assert set(document["estimators"]["logme"]) >= {"regret_at_1", "regret_at_3", "regret_at_5", "ndcg",
+                                                    "spearman", "cost_fraction"}
+    assert "random (expected)" in document["estimators"]
+    assert "| **combined** (default)" in results_markdown(frame, summary, "combined", bench)
+
+
+def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path):
+    store, bench, folder = graded
+    data = write_rows(tmp_path / "reviews.csv", sentiment_rows(120, seed=5))
+    args = ["select", str(data), "--text-column", "review", "--label-column", "sentiment", "--examples", "64",
+            "--db", str(store.path)]
+    ranked = runner.invoke(app, [*args, "--estimator", "logme"])
+    assert ranked.exit_code == 0, ranked.output
+    assert "starting points for reviews" in ranked.output and "CPU s" in ranked.output
+    verified = runner.invoke(app, [*args, "--estimator", "logme", "--verify-top", "1", "--format", "json",
+                                   *[f"--set={k}={v}" for k, v in FAST.items()]])
+    assert verified.exit_code == 0, verified.output
+    (answer,) = json.loads(verified.stdout)
+    assert len(answer["ranking"]) == 3 and [r["rank"] for r in answer["ranking"]] == [1, 2, 3]
+    assert [v["is_base"] for v in answer["verified"]] == [False, True]
+    assert answer["verified"][0]["candidate"] == answer["ranking"][0]["candidate"]
+    assert answer["measured_best"] in {v["candidate"] for v in answer["verified"]}
+    listed = runner.invoke(app, ["estimators"])
+    assert listed.exit_code == 0 and "logme" in listed.output and "(default)" in listed.output
+
+
+def test_a_tiny_target_falls_back_with_a_warning_and_a_budget_is_enforced(graded, tmp_path):
+    store, _, _ = graded
+    tiny = write_rows(tmp_path / "tiny.csv", sentiment_rows(40, seed=6)[:8] + sentiment_rows(40, seed=7)[:1])
+    (selection,) = select(store, tiny, estimator="logme", text_column="review", label_column="sentiment")
+    assert selection.estimate.used == "semb"
+    assert any("logme cannot score" in note and "falling back to semb" in note for note in selection.estimate.notes)
+    cli = runner.invoke(app, ["select", str(tiny), "--estimator", "logme", "--text-column", "review",
+                              "--label-column", "sentiment", "--db", str(store.path)])
+    assert cli.exit_code == 0 and "warning" in cli.output and "falling back" in cli.output
+    data = write_rows(tmp_path / "reviews.csv", sentiment_rows(200, seed=8))
+    (cheap,) = select(store, data, estimator="fewshot", budget=0.05, text_column="review", label_column="sentiment")
+    assert cheap.estimate.used != "fewshot" and any("budget" in note for note in cheap.estimate.notes)
+
+
+def test_candidates_of_two_architectures_are_ranked_apart(graded, tmp_path, shared_data):
+    store, bench, _ = graded
+    other = zoo_add(store, str(save_tiny_bert(tmp_path / "wide", seed=3, hidden_size=48)), name="wide")
+    names = [c.checkpoint.name for c in bench.candidates] + ["wide"]
+    selections = select(store, shared_data / "poem_sentiment", candidates=names, estimator="logme", examples=32)
+    assert len(selections) == 2
+    by_arch = {s.arch: [entry.name for entry, _ in s.ranking] for s in selections}
+    assert by_arch[other.arch] == ["wide"]
+    assert sorted(by_arch[bench.arch]) == sorted(c.checkpoint.name for c in bench.candidates)
+
+
+def test_bad_input_is_refused_clearly(graded, tmp_path):
+    store, _, _ = graded
+    empty = Store(tmp_path / "empty.db")
+    with pytest.raises(ConfigError, match="No candidates"):
+        select(empty, "poem_sentiment")
+    empty.close()
+    cli = runner.invoke(app, ["select", "poem_sentiment", "--db", str(tmp_path / "empty2.db")])
+    assert cli.exit_code == 2 and "No candidates" in cli.output
+    one_class = write_rows(tmp_path / "one.csv", [{"text": f"fine film {i}", "label": "pos"} for i in range(30)])
+    single = runner.invoke(app, ["select", str(one_class), "--db", str(store.path)])
+    assert single.exit_code == 2 and "single class" in single.output
+    unknown = runner.invoke(app, ["select", "poem_sentiment", "--estimator", "oracle", "--db", str(store.path)])
+    assert unknown.exit_code == 2 and "Unknown estimator" in unknown.output
+    wrong_column = runner.invoke(app, ["select", str(one_class), "--label-column", "stars", "--db", str(store.path)])
+    assert wrong_column.exit_code == 2 and "stars" in wrong_column.output
+
+
+def test_a_damaged_cached_feature_is_recomputed_not_served(graded, shared_data):
+    store, bench, _ = graded
+    entry = store.get_checkpoint(bench.candidates[0].checkpoint.fingerprint)
+    target = load_task(shared_data / "poem_sentiment")
+    context = SelectionContext(store=store, target=target, candidates=(entry,), sample=Sample(n=16))
+    first = context.target_features(entry)
+    store._db.execute("UPDATE features SET data = X'00' WHERE task_fingerprint = ?", (target.fingerprint,))
+    assert store.get_features(entry.fingerprint, target.fingerprint, Sample(n=16).key) is None
+    fresh = SelectionContext(store=store, target=target, candidates=(entry,), sample=Sample(n=16))
+    assert np.allclose(fresh.target_features(entry), first, atol=1e-2)
+    assert store.get_features(entry.fingerprint, target.fingerprint, Sample(n=16).key) is not None

@@ -1,0 +1,136 @@
+"""The pure parts of selection: LogME, ranking metrics with exact tie handling, fusion, votes, cost meter."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from upcycle.estimators.combined import rank_fusion
+from upcycle.estimators.logme import log_evidence, logme, max_evidence
+from upcycle.estimators.retrieval import nearest_votes
+from upcycle.estimators.semb import mean_embedding_cosine
+from upcycle.features import BudgetExhausted, CostMeter, Sample
+from upcycle.selection_metrics import expected_best_of_top_k, ndcg, rank_correlations, ranking_quality, regret_at_k
+
+
+def direct_log_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    """The textbook formula with the full d x d matrix A = alpha I + beta F^T F."""
+    n, d = f.shape
+    a = alpha * np.eye(d) + beta * f.T @ f
+    m = beta * np.linalg.solve(a, f.T @ y)
+    _, log_det = np.linalg.slogdet(a)
+    value = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - beta / 2 * np.sum((f @ m - y) ** 2)
+             - alpha / 2 * m @ m - log_det / 2 - n / 2 * np.log(2 * np.pi))
+    return value / n
+
+
+def spectral(f: np.ndarray, y: np.ndarray):
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    x = u.T @ y
+    return s**2, x, float(y @ y - x @ x)
+
+
+@pytest.mark.parametrize("n, d", [(60, 8), (12, 40)])  # more examples than dimensions, and fewer (the fix)
+def test_log_evidence_matches_the_textbook_formula(n, d):
+    rng = np.random.default_rng(0)
+    f, y = rng.normal(size=(n, d)), rng.normal(size=n)
+    sigma, x, outside = spectral(f, y)
+    for alpha, beta in [(0.5, 2.0), (3.0, 0.7)]:
+        assert log_evidence(sigma, x, outside, n, d, alpha, beta) == pytest.approx(
+            direct_log_evidence(f, y, alpha, beta), rel=1e-9)
+
+
+def test_small_sample_fix_changes_the_answer_when_dimensions_exceed_examples():
+    rng = np.random.default_rng(1)
+    f, y = rng.normal(size=(10, 50)), rng.normal(size=10)
+    sigma, x, outside = spectral(f, y)
+    fixed = log_evidence(sigma, x, outside, 10, 50, 2.0, 1.0)
+    unfixed = fixed + (50 - len(sigma)) * np.log(2.0) / (2 * 10)  # what dropping the d - r terms gives
+    assert fixed == pytest.approx(direct_log_evidence(f, y, 2.0, 1.0)) and unfixed != pytest.approx(fixed)
+
+
+def test_fixed_point_maximises_the_evidence():
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(80, 6))
+    y = f @ rng.normal(size=6) + 0.3 * rng.normal(size=80)
+    sigma, x, outside = spectral(f, y)
+    best = max_evidence(sigma, x, outside, 80, 6)
+    grid = [log_evidence(sigma, x, outside, 80, 6, a, b) for a in np.logspace(-3, 3, 25) for b in np.logspace(-3, 3, 25)]
+    assert best >= max(grid) - 1e-6
+
+
+def test_logme_prefers_informative_features_for_classes_and_regression():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=200)
+    informative = np.eye(3)[labels] * 3 + rng.normal(size=(200, 3))
+    noise = rng.normal(size=(200, 3))
+    assert logme(informative, labels, regression=False) > logme(noise, labels, regression=False)
+    targets = informative[:, 0] * 2 + rng.normal(size=200) * 0.1
+    assert logme(informative, targets, regression=True) > logme(noise, targets, regression=True)
+    assert np.isfinite(logme(rng.normal(size=(5, 64)), np.array([0, 1, 0, 1, 1]), regression=False))
+
+
+def brute_force_expectation(truth, predicted, metric):
+    """Average of ``metric`` over every order consistent with ``predicted`` (ties in every order)."""
+    values = []
+    for order in itertools.permutations(range(len(truth))):
+        ranks = np.empty(len(truth))
+        ranks[list(order)] = np.arange(len(truth), 0, -1)  # strictly decreasing scores in this order
+        if all(predicted[a] >= predicted[b] or np.isnan(predicted[b]) for a, b in zip(order, order[1:])):
+            values.append(metric(truth, ranks))
+    return np.mean(values)
+
+
+@pytest.mark.parametrize("predicted", [
+    np.array([5.0, 4.0, 3.0, 2.0, 1.0]),
+    np.array([1.0, 1.0, 1.0, 1.0, 1.0]),  # says nothing: the random baseline
+    np.array([2.0, 1.0, 1.0, 1.0, 0.0]),
+    np.array([0.0, np.nan, 3.0, 3.0, np.nan]),
+])
+def test_metrics_are_exact_expectations_over_tie_breaks(predicted):
+    truth = np.array([0.70, 0.80, 0.65, 0.90, 0.60])
+    for k in (1, 2, 3):
+        assert regret_at_k(truth, predicted, k) == pytest.approx(
+            brute_force_expectation(truth, predicted, lambda t, p, k=k: regret_at_k(t, p, k)))
+    assert ndcg(truth, predicted) == pytest.approx(brute_force_expectation(truth, predicted, ndcg))
+
+
+def test_regret_by_hand_and_undefined_cases():
+    truth = np.array([0.5, 0.8, 0.6, 0.4])
+    predicted = np.array([4.0, 1.0, 3.0, 2.0])  # order: 0.5, 0.6, 0.4, 0.8
+    assert regret_at_k(truth, predicted, 1) == pytest.approx((0.8 - 0.5) / 0.8 * 100)
+    assert regret_at_k(truth, predicted, 3) == pytest.approx((0.8 - 0.6) / 0.8 * 100)
+    assert regret_at_k(truth, predicted, 4) == 0.0
+    assert np.isnan(regret_at_k(np.array([0.0, -0.1]), predicted[:2], 1))
+    # all equal predictions, k=1: expected best is the mean
+    assert expected_best_of_top_k(truth, np.ones(4), 1) == pytest.approx(truth.mean())
+    quality = ranking_quality(truth, -truth)  # the worst possible order
+    assert quality["spearman"] == pytest.approx(-1.0) and quality["kendall"] == pytest.approx(-1.0)
+    assert ranking_quality(truth, truth)["ndcg"] == pytest.approx(1.0)
+    assert rank_correlations(truth, np.full(4, np.nan)) == (0.0, 0.0)
+
+
+def test_rank_fusion_votes_and_cosine():
+    fused = rank_fusion([{"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 3.0, "b": float("nan"), "c": 2.0}])
+    assert fused["c"] > fused["b"] and fused["c"] > fused["a"]
+    assert fused["b"] == pytest.approx((2 / 3 + 0.5) / 2)  # a member that cannot say puts b in the middle
+    sources = [np.array([[1.0, 0.0], [0.9, 0.1]]), np.array([[0.0, 1.0]])]
+    queries = np.array([[1.0, 0.05], [0.1, 1.0], [0.2, 0.9]])
+    assert nearest_votes(sources, queries).tolist() == [1.0, 2.0]
+    assert mean_embedding_cosine(np.array([[2.0, 0.0]]), np.array([[0.0, 3.0], [3.0, 0.0]])) == pytest.approx(
+        np.sqrt(0.5))
+
+
+def test_cost_meter_charges_a_shared_resource_once_and_enforces_a_budget():
+    meter = CostMeter()
+    meter.charge("features:a", 2.0)
+    meter.charge("features:a", 2.0)  # LogME and the probe reading the same features
+    meter.charge("source:a", 5.0, amortized=True)
+    assert meter.total == 2.0 and meter.amortized_total == 5.0
+    limited = CostMeter(limit=3.0)
+    limited.charge("x", 2.0)
+    with pytest.raises(BudgetExhausted, match="budget"):
+        limited.charge("y", 1.5)
+    assert Sample(n=10, seed=1).key != Sample(n=10, seed=2).key
