@@ -13,5 +13,5 @@ UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
 RUN="${RUN:-runs/recycling_minilm}"
 
 bash benchmarks/recycling_minilm.sh
-"$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-256}" \
+"$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-128}" \
   --out benchmarks/results/selection_minilm

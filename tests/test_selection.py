@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from upcycle.api import build_zoo, zoo_add
 from upcycle.bench import plan_bench, run_bench
 from upcycle.cli import app
-from upcycle.errors import ConfigError
+from upcycle.errors import ConfigError, UpcycleError
 from upcycle.estimators import REGISTRY, SelectionContext, estimate
 from upcycle.estimators.prior import stored_gains
 from upcycle.features import Sample
@@ -58,6 +58,10 @@ def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, sha
     features = store.get_features(candidates[0].fingerprint, target.fingerprint, Sample(n=64).key)
     assert features is not None and features[0].shape == (64, 32) and features[1] > 0  # cached with its cost
     # a cached feature is charged what it cost, so the reported cost does not depend on the cache
+    fused = estimate("logme+retrieval", context)
+    assert fused.used == "logme+retrieval" and set(fused.scores) == {c.fingerprint for c in candidates}
+    with pytest.raises(UpcycleError, match="Unknown estimator 'logme\\+oracle'"):
+        estimate("logme+oracle", context)
     stored = sum(store.get_features(c.fingerprint, target.fingerprint, Sample(n=64).key)[1] for c in candidates)
     assert estimate("logme", context).cpu_seconds >= stored
 

@@ -472,11 +472,12 @@ def select(
     target: Annotated[str, typer.Argument(help="Your dataset: CSV/TSV/JSONL/Parquet file or folder, data-dir name or hub id.")],
     candidates: Annotated[str | None, typer.Option(
         help="Comma-separated zoo names, fingerprints or paths (default: every finetuned checkpoint in the zoo).")] = None,
-    estimator: Annotated[str | None, typer.Option(help="Estimator name (see `upcycle estimators`).")] = None,
+    estimator: Annotated[str | None, typer.Option(
+        help="Estimator (see `upcycle estimators`; default logme), or several joined by + for rank fusion.")] = None,
     verify_top: Annotated[int, typer.Option(help="Finetune the top K and the vanilla base on TARGET to check.")] = 0,
     budget: Annotated[float | None, typer.Option(
         help="CPU seconds the estimation may spend per architecture; over it, a cheaper estimator takes over.")] = None,
-    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 256,
+    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the target sample.")] = 0,
     seeds: Annotated[int, typer.Option(help="Seeds per verification finetune.")] = 1,
     protocol: Annotated[str, typer.Option(help="Protocol of the verification finetunes: quick or paper.")] = "quick",
@@ -553,7 +554,7 @@ def evaluate_selection(
     bench_name: Annotated[str | None, typer.Option("--bench", help="Bench whose grid is the ground truth.")] = None,
     estimators_: Annotated[str | None, typer.Option(
         "--estimators", help="Comma-separated estimators (default: all).")] = None,
-    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 256,
+    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the target samples.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write OUT.md and OUT.json (e.g. benchmarks/results/selection_minilm).")] = None,
     db: DbOption = Path("upcycle.db"),

@@ -27,8 +27,9 @@ from .base import (
     register_estimator,
 )
 
-DEFAULT = "combined"
-DEFAULT_EXAMPLES = 256  # target examples the estimators read
+# Chosen by leave-one-target-out on the committed MiniLM grid (benchmarks/results/selection_minilm.md).
+DEFAULT = "logme"
+DEFAULT_EXAMPLES = 128  # target examples the estimators read
 
 __all__ = [
     "DEFAULT", "DEFAULT_EXAMPLES", "REGISTRY", "Estimate", "Estimator", "EstimatorUnavailable", "SelectionContext", "estimate",

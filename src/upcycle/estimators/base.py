@@ -146,8 +146,16 @@ def register_estimator(cls: type[Estimator]) -> type[Estimator]:
 
 
 def get_estimator(name: str) -> Estimator:
-    if name not in REGISTRY:
-        raise UpcycleError(f"Unknown estimator '{name}'; known: {', '.join(sorted(REGISTRY))}.")
+    """A registered estimator by name, or the rank fusion of several joined by ``+`` (``logme+retrieval``)."""
+    members = tuple(part.strip() for part in name.split("+"))
+    unknown = [member for member in members if member not in REGISTRY]
+    if unknown or not name:
+        raise UpcycleError(f"Unknown estimator '{name}'; known: {', '.join(sorted(REGISTRY))} "
+                           "(or several joined by '+').")
+    if len(members) > 1:
+        from .combined import Fusion
+
+        return Fusion(members)
     return REGISTRY[name]()
 
 

@@ -1,22 +1,18 @@
-"""Combined ranker: rank fusion of cheap estimators. Each member's scores become percentile ranks (ties
-averaged; a candidate a member cannot score sits in the middle), and the fused score is their mean.
+"""Combined ranker: rank fusion of estimators. Each member's scores become percentile ranks (ties averaged;
+a candidate a member cannot score sits in the middle), and the fused score is their mean.
 
-A member that cannot score the target is dropped with a note; the fusion needs at least one member.
+``combined`` fuses LogME, the linear probe and kNN, which read the same cached features, so the fusion
+costs one forward pass per candidate like each of them. Any fusion can be asked for by joining names with
+``+`` (``--estimator logme+retrieval``). A member that cannot score the target is dropped with a note.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from .base import (
-    Estimator,
-    EstimatorUnavailable,
-    SelectionContext,
-    get_estimator,
-    register_estimator,
-)
+from .base import Estimator, EstimatorUnavailable, SelectionContext, get_estimator, register_estimator
 
-MEMBERS = ("prior", "logme")
+MEMBERS = ("logme", "knn", "probe")
 
 
 def rank_fusion(member_scores: list[dict[str, float]]) -> dict[str, float]:
@@ -25,23 +21,29 @@ def rank_fusion(member_scores: list[dict[str, float]]) -> dict[str, float]:
     return ranks.mean(axis=0).to_dict()
 
 
-def fused_scores(context: SelectionContext, members: tuple[str, ...]) -> dict[str, float]:
-    member_scores = []
-    for member in members:
-        try:
-            member_scores.append(get_estimator(member).scores(context))
-        except EstimatorUnavailable as error:
-            context.note(f"combined: {member} dropped ({error}).")
-    if not member_scores:
-        raise EstimatorUnavailable(f"none of its members ({', '.join(members)}) can score this target")
-    return rank_fusion(member_scores)
+class Fusion(Estimator):
+    """Rank fusion of ``members`` (estimator names)."""
+
+    name = "fusion"
+    summary = "rank fusion of the estimators joined by '+'"
+    fallback = "semb"
+
+    def __init__(self, members: tuple[str, ...] = MEMBERS):
+        self.members = members
+
+    def scores(self, context: SelectionContext) -> dict[str, float]:
+        member_scores = []
+        for member in self.members:
+            try:
+                member_scores.append(get_estimator(member).scores(context))
+            except EstimatorUnavailable as error:
+                context.note(f"{'+'.join(self.members)}: {member} dropped ({error}).")
+        if not member_scores:
+            raise EstimatorUnavailable(f"none of its members ({', '.join(self.members)}) can score this target")
+        return rank_fusion(member_scores)
 
 
 @register_estimator
-class Combined(Estimator):
+class Combined(Fusion):
     name = "combined"
-    summary = f"rank fusion of {' + '.join(MEMBERS)}"
-    fallback = "semb"
-
-    def scores(self, context: SelectionContext) -> dict[str, float]:
-        return fused_scores(context, MEMBERS)
+    summary = f"rank fusion of {' + '.join(MEMBERS)} (one forward pass serves all three)"
