@@ -134,3 +134,18 @@ def test_cost_meter_charges_a_shared_resource_once_and_enforces_a_budget():
     with pytest.raises(BudgetExhausted, match="budget"):
         limited.charge("y", 1.5)
     assert Sample(n=10, seed=1).key != Sample(n=10, seed=2).key
+
+
+def test_single_seed_brute_force_is_judged_against_the_other_seeds():
+    import pandas as pd
+
+    from upcycle.selection_eval import single_seed_brute_force
+
+    cells = pd.DataFrame({
+        "fingerprint": ["a", "b", "c"] * 2, "target": ["t"] * 6, "seed": [0, 0, 0, 1, 1, 1],
+        "score": [0.9, 0.5, 0.6, 0.4, 0.8, 0.6], "seconds": [1.0] * 6,
+    })
+    anchor = single_seed_brute_force(cells, "t", pd.Index(["a", "b", "c"]))
+    # seed 0 picks a (0.4 on seed 1, best 0.8): 50%; seed 1 picks b (0.5 on seed 0, best 0.9): 44.4%
+    assert anchor["regret_at_1"] == pytest.approx((50 + 400 / 9) / 2)
+    assert single_seed_brute_force(cells[cells["seed"] == 0], "t", pd.Index(["a", "b", "c"])) is None

@@ -507,11 +507,13 @@ def select(
         selections = run_select(
             store, target, candidates=_split_list(candidates), estimator=estimator or DEFAULT,
             verify_top=verify_top, budget=budget, examples=examples, seed=seed, seeds=seeds, protocol=protocol,
-            overrides=parse_overrides(set_ or []), on_note=note, progress=progress if verify_top else None,
+            overrides=parse_overrides(set_ or []), progress=progress if verify_top else None,
             text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
             task_type=task_type,
         )
     if fmt == "json":
+        for message in (m for selection in selections for m in selection.estimate.notes):
+            note(message)
         console.print_json(json.dumps([selection.to_dict() for selection in selections]))
         return
     for selection in selections:

@@ -65,7 +65,8 @@ class Selection:
             "cpu_seconds": round(self.estimate.cpu_seconds, 2),
             "amortized_cpu_seconds": round(self.estimate.amortized_seconds, 2),
             "ranking": [{"rank": i + 1, "candidate": e.name, "fingerprint": e.fingerprint,
-                         "source_task": e.source_task, "score": s} for i, (e, s) in enumerate(self.ranking)],
+                         "source_task": e.source_task, "score": None if math.isnan(s) else s}
+                        for i, (e, s) in enumerate(self.ranking)],
             "verified": [{"candidate": v.entry.name, "is_base": v.is_base, "predicted_rank": v.predicted_rank,
                           "score": v.score, "seeds": len(v.scores)} for v in self.verified],
             "measured_best": None if best is None else best.entry.name,

@@ -180,7 +180,7 @@ def estimate(
     ``budget`` caps the per-target CPU seconds (cached work counts at what it cost); an estimator that
     overruns it is abandoned for its fallback, and what it spent still counts.
     """
-    spent, current = 0.0, name
+    spent, current, fallbacks = 0.0, name, []
     while True:
         estimator = get_estimator(current)
         limit = None if budget is None else budget - spent
@@ -192,13 +192,13 @@ def estimate(
             message = f"{current} cannot score {context.target.name} ({error})"
             if estimator.fallback is None:
                 raise EstimatorUnavailable(message + "; no fallback left.") from None
-            context.note(f"{message}; falling back to {estimator.fallback}.")
+            fallbacks.append(f"{message}; falling back to {estimator.fallback}.")
             if on_fallback is not None:
-                on_fallback(context.notes[-1])
+                on_fallback(fallbacks[-1])
             current = estimator.fallback
             continue
         unscored = [c.name for c in context.candidates if c.fingerprint not in scores]
         if unscored:
             raise UpcycleError(f"Estimator {current} left candidates unscored: {', '.join(unscored)}.")
         return Estimate(name, current, scores, spent + run.meter.total, run.meter.amortized_total,
-                        tuple(context.notes + run.notes))
+                        tuple(fallbacks + run.notes))
