@@ -17,9 +17,9 @@ from .suites import Suite, load_suite
 from .tasks import Split, Task, load_task
 
 __all__ = [
-    "PRESETS", "ArchKey", "Bench", "Checkpoint", "CheckpointError", "ConfigError", "FinetuneResult",
-    "FinetuneSpec", "LocalExecutor", "Protocol", "RayExecutor", "Split", "Store", "StoreError", "Suite", "Task",
-    "TaskError", "UpcycleError", "build_leaderboard", "build_zoo", "finetune", "get_protocol", "grid_frame",
-    "load_bench", "load_suite", "load_task", "plan_bench", "register", "resolve_checkpoint", "run_bench",
-    "run_finetune", "run_specs", "zoo_add", "Selection", "select", "evaluate_selection",
+    "PRESETS", "ArchKey", "Bench", "Checkpoint", "CheckpointError", "ConfigError", "FinetuneResult", "FinetuneSpec",
+    "LocalExecutor", "Protocol", "RayExecutor", "Selection", "Split", "Store", "StoreError", "Suite", "Task",
+    "TaskError", "UpcycleError", "build_leaderboard", "build_zoo", "evaluate_selection", "finetune", "get_protocol",
+    "grid_frame", "load_bench", "load_suite", "load_task", "plan_bench", "register", "resolve_checkpoint",
+    "run_bench", "run_finetune", "run_specs", "select", "zoo_add",
 ]

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .base import Estimator, EstimatorUnavailable, SelectionContext, get_estimator, register_estimator
+from .base import (
+    Estimator,
+    EstimatorUnavailable,
+    SelectionContext,
+    get_estimator,
+    register_estimator,
+)
 
 MEMBERS = ("logme", "knn", "probe")
 
