@@ -147,7 +147,7 @@ def select(
     for arch, group in group_by_arch(unique).items():
         base = _base_of(store, group)
         group = [entry for entry in group if base is None or entry.fingerprint != base.fingerprint]
-        context = SelectionContext(store=store, target=task, candidates=tuple(group), base=base,
+        context = SelectionContext(store=store, target=task, candidates=tuple(group),
                                    sample=Sample(n=examples, seed=seed), excluded_tasks=overlapping(task.name),
                                    seed=seed, cache=cache)
         result = estimate(estimator, context, budget=budget, on_fallback=on_note)

@@ -89,7 +89,6 @@ def evaluate_selection(
         values = measured.to_numpy(float)
         brute_force = float(seconds[target_ref.name].loc[measured.index].sum())
         context = SelectionContext(store=store, target=target_ref.load(), candidates=candidates,  # type: ignore[arg-type]
-                                   base=store.get_checkpoint(bench.base.checkpoint.fingerprint),
                                    sample=Sample(n=examples, seed=seed, max_length=bench.protocol.max_length),
                                    excluded_tasks=overlapping(target_ref.name), seed=seed, cache=cache)
         common = {"target": target_ref.name, "candidates": len(values), "brute_force_seconds": brute_force}

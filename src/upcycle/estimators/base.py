@@ -35,7 +35,6 @@ class SelectionContext:
     store: Store
     target: Task
     candidates: tuple[ZooEntry, ...]
-    base: ZooEntry | None = None
     sample: Sample = field(default_factory=Sample)
     excluded_tasks: frozenset[str] = frozenset()
     seed: int = 0
