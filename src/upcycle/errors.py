@@ -25,6 +25,10 @@ class StoreError(UpcycleError):
     """The results database is unreadable or from an incompatible version."""
 
 
+class MergeError(UpcycleError):
+    """Checkpoints cannot be merged as asked (mismatched shapes, non-finite values, bad parameters)."""
+
+
 class ConfigError(UpcycleError):
     """A protocol or option value is invalid."""
 
