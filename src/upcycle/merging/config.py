@@ -1,0 +1,190 @@
+"""Merge configurations: mergekit's YAML schema for the methods we share, plus upcycle's own keys.
+
+Accepted (mergekit)::
+
+    merge_method: ties            # linear | task_arithmetic | ties | dare_linear | dare_ties | slerp
+    base_model: minilm
+    models:
+      - model: runs/zoo/minilm-sst2
+        parameters: {weight: 1.0, density: 0.5}
+      - model: runs/zoo/minilm-mrpc
+        parameters:
+          weight: [{filter: attention, value: 0.5}, {value: 1.0}]   # per-tensor by substring, last = default
+    parameters: {lambda: 1.0, normalize: true}
+    dtype: float32
+
+upcycle's keys: ``heads: drop | merge`` (classification heads of encoders: dropped by default, merged when
+their shapes agree and ``merge`` is asked) , ``seed`` (DARE), and ``tensor_parameters``: a list of
+``{match: REGEX, parameters: {...}}`` applied in order to every model's and the method's parameters for the
+tensors whose name matches (later entries win).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+
+Method = Literal["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"]
+ParameterValue = float | bool | list[dict[str, Any]]
+NEEDS_BASE = {"task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"}
+# mergekit's defaults for ``normalize``: on for averaging and TIES, off for plain task arithmetic and DARE-linear
+NORMALIZE_DEFAULT = {"linear": True, "task_arithmetic": False, "ties": True, "dare_linear": False,
+                     "dare_ties": True, "slerp": False}
+MODEL_KEYS = {"weight", "density"}
+METHOD_KEYS = {"lambda", "normalize", "t", "density", "weight"}
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+
+    @field_validator("parameters")
+    @classmethod
+    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - MODEL_KEYS)
+        if unknown:
+            raise ValueError(f"unknown model parameter(s) {unknown}; known: {sorted(MODEL_KEYS)}")
+        return value
+
+
+class TensorRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match: str
+    parameters: dict[str, float | bool]
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression ({error})") from None
+        return value
+
+
+class MergeConfig(BaseModel):
+    """A validated merge configuration (see the module docstring for the schema)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    merge_method: Method
+    models: list[ModelEntry] = Field(min_length=1)
+    base_model: str | None = None
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    heads: Literal["drop", "merge"] = "drop"
+    seed: int = 0
+    tensor_parameters: list[TensorRule] = Field(default_factory=list)
+
+    @field_validator("parameters")
+    @classmethod
+    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - METHOD_KEYS)
+        if unknown:
+            raise ValueError(f"unknown method parameter(s) {unknown}; known: {sorted(METHOD_KEYS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MergeConfig:
+        if self.merge_method in NEEDS_BASE and self.base_model is None:
+            raise ValueError(f"{self.merge_method} needs a base_model")
+        if self.merge_method == "slerp":
+            others = [m for m in self.models if m.model != self.base_model]
+            if len(others) != 1:
+                raise ValueError("slerp merges base_model with exactly one other model")
+            if "t" not in self.parameters:
+                raise ValueError("slerp needs parameters.t (0 = base_model, 1 = the other model)")
+        return self
+
+    @property
+    def inputs(self) -> list[str]:
+        """The models merged, the base excluded (mergekit lists the base among ``models`` at times)."""
+        return [m.model for m in self.models if m.model != self.base_model]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """What to do with one tensor: the method and its resolved numbers. ``weights``/``densities`` follow
+    :attr:`MergeConfig.inputs`."""
+
+    method: str
+    weights: tuple[float, ...]
+    densities: tuple[float, ...]
+    lam: float
+    normalize: bool
+    t: float | None
+
+
+def _resolve(value: ParameterValue | None, tensor: str, default: Any) -> Any:
+    """A scalar, or mergekit's filter list: the first ``filter`` that is a substring of the name, else the
+    entry without a filter."""
+    if value is None:
+        return default
+    if not isinstance(value, list):
+        return value
+    fallback = default
+    for item in value:
+        if "filter" not in item:
+            fallback = item["value"]
+        elif item["filter"] in tensor:
+            return item["value"]
+    return fallback
+
+
+def plan_for(config: MergeConfig, tensor: str) -> TensorPlan:
+    """Resolve every parameter for one tensor name: method < model < filter lists < ``tensor_parameters``."""
+    overrides: dict[str, float | bool] = {}
+    for rule in config.tensor_parameters:
+        if re.search(rule.match, tensor):
+            overrides.update(rule.parameters)
+    method = config.parameters
+
+    def value(key: str, own: dict[str, ParameterValue], default: Any) -> Any:
+        if key in overrides:
+            return overrides[key]
+        return _resolve(own.get(key), tensor, _resolve(method.get(key), tensor, default))
+
+    entries = [m for m in config.models if m.model != config.base_model]
+    weights = tuple(float(value("weight", m.parameters, 1.0)) for m in entries)
+    densities = tuple(float(value("density", m.parameters, 1.0)) for m in entries)
+    for density in densities:
+        if not 0 <= density <= 1:
+            raise ConfigError(f"density must be in [0, 1] (tensor {tensor}: {density}).")
+    t = value("t", {}, None)
+    return TensorPlan(
+        method=config.merge_method, weights=weights, densities=densities, lam=float(value("lambda", {}, 1.0)),
+        normalize=bool(value("normalize", {}, NORMALIZE_DEFAULT[config.merge_method])),
+        t=None if t is None else float(t),
+    )
+
+
+def load_config(source: str | Path | dict[str, Any]) -> MergeConfig:
+    """Parse and validate a YAML file (or a dict); every problem is one ConfigError line."""
+    if isinstance(source, dict):
+        data, where = source, "merge config"
+    else:
+        path = Path(source)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the merge config ({error.strerror}).") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]}).") from None
+        where = str(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a merge config is a mapping with merge_method and models.")
+    try:
+        return MergeConfig.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"{where}: {problems}.") from None
