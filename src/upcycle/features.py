@@ -83,10 +83,11 @@ class CostMeter:
             raise BudgetExhausted(f"spent {self.total:.1f} of a {self.limit:.1f} CPU-second budget")
 
     @contextmanager
-    def timed(self, key: str, *, amortized: bool = False) -> Iterator[None]:
+    def timed(self, key: str) -> Iterator[None]:
+        """Charge the CPU seconds of the block to ``key`` (added to what ``key`` already cost)."""
         started = time.process_time()
         yield
-        self.charge(key, self.charges.get(key, 0.0) + time.process_time() - started, amortized=amortized)
+        self.charge(key, self.charges.get(key, 0.0) + time.process_time() - started)
 
     @property
     def total(self) -> float:

@@ -80,6 +80,16 @@ class SelectionContext:
         assert self.cache is not None
         return self.cache.pooled(candidate, self.target_source, self.sample, self.meter)
 
+    def score_features(self, label: str, fit: Callable[[np.ndarray], float]) -> dict[str, float]:
+        """``{fingerprint: fit(target features (n, hidden))}`` over the candidates; each fit is timed as the
+        estimator's own work under ``label``."""
+        result = {}
+        for candidate in self.candidates:
+            features = self.target_features(candidate)
+            with self.meter.timed(f"{label}:{candidate.fingerprint}"):
+                result[candidate.fingerprint] = fit(features)
+        return result
+
     def source_of(self, candidate: ZooEntry) -> TaskSource | None:
         """The task ``candidate`` was finetuned on, from its lineage; None when unknown."""
         if candidate.source_task is None:

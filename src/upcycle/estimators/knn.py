@@ -21,10 +21,5 @@ class KNearestNeighbours(Estimator):
         folds = folds_for(labels, context.regression)
         k = max(1, min(NEIGHBOURS, len(labels) * (folds - 1) // folds - 1))
         model = (KNeighborsRegressor if context.regression else KNeighborsClassifier)(n_neighbors=k, metric="cosine")
-        result = {}
-        for candidate in context.candidates:
-            features = context.target_features(candidate)
-            with context.meter.timed(f"knn:{candidate.fingerprint}"):
-                result[candidate.fingerprint] = cv_score(model, features, labels, regression=context.regression,
-                                                         seed=context.seed)
-        return result
+        return context.score_features(self.name, lambda features: cv_score(
+            model, features, labels, regression=context.regression, seed=context.seed))

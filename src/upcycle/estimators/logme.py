@@ -79,9 +79,5 @@ class LogME(Estimator):
         labels = context.target_labels
         if len(labels) < MIN_EXAMPLES:
             raise EstimatorUnavailable(f"{len(labels)} examples; LogME needs at least {MIN_EXAMPLES}")
-        result = {}
-        for candidate in context.candidates:
-            features = context.target_features(candidate)
-            with context.meter.timed(f"logme:{candidate.fingerprint}"):
-                result[candidate.fingerprint] = logme(features, labels, regression=context.regression)
-        return result
+        return context.score_features(self.name, lambda features: logme(features, labels,
+                                                                        regression=context.regression))

@@ -61,10 +61,5 @@ class LinearProbe(Estimator):
         labels = context.target_labels
         folds_for(labels, context.regression)  # fail before any forward pass
         head = RidgeCV(alphas=np.logspace(-2, 4, 7)) if context.regression else LogisticRegression(max_iter=2000)
-        result = {}
-        for candidate in context.candidates:
-            features = context.target_features(candidate)
-            with context.meter.timed(f"probe:{candidate.fingerprint}"):
-                result[candidate.fingerprint] = cv_score(make_pipeline(StandardScaler(), head), features, labels,
-                                                         regression=context.regression, seed=context.seed)
-        return result
+        return context.score_features(self.name, lambda features: cv_score(
+            make_pipeline(StandardScaler(), head), features, labels, regression=context.regression, seed=context.seed))

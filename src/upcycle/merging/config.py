@@ -48,6 +48,13 @@ MODEL_KEYS = {"weight", "density"}
 METHOD_KEYS = {"lambda", "normalize", "t", "density", "weight"}
 
 
+def _only_known(value: dict[str, Any], known: set[str], what: str) -> dict[str, Any]:
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} parameter(s) {unknown}; known: {sorted(known)}")
+    return value
+
+
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,10 +64,7 @@ class ModelEntry(BaseModel):
     @field_validator("parameters")
     @classmethod
     def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - MODEL_KEYS)
-        if unknown:
-            raise ValueError(f"unknown model parameter(s) {unknown}; known: {sorted(MODEL_KEYS)}")
-        return value
+        return _only_known(value, MODEL_KEYS, "model")
 
 
 class TensorRule(BaseModel):
@@ -96,10 +100,7 @@ class MergeConfig(BaseModel):
     @field_validator("parameters")
     @classmethod
     def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - METHOD_KEYS)
-        if unknown:
-            raise ValueError(f"unknown method parameter(s) {unknown}; known: {sorted(METHOD_KEYS)}")
-        return value
+        return _only_known(value, METHOD_KEYS, "method")
 
     @model_validator(mode="after")
     def _consistent(self) -> MergeConfig:
