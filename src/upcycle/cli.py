@@ -48,10 +48,10 @@ def friendly_errors(command):
 
 
 @contextmanager
-def progress_bars():
+def progress_bars(unit: str = "examples"):
     """A Rich progress display and a ``(phase, done, total)`` callback that drives one bar per phase."""
     with Progress(
-        TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TextColumn("examples"),
+        TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
         TimeElapsedColumn(), TimeRemainingColumn(), console=errors, transient=False,
     ) as progress:
         bars: dict[str, int] = {}
@@ -585,6 +585,65 @@ def evaluate_selection(
         out.with_suffix(".json").write_text(results_json(frame, summary, default))
         console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     console.print(markdown, markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def merge(
+    config: Annotated[Path, typer.Argument(help="Merge config (YAML; mergekit's schema plus heads/seed/tensor_parameters).")],
+    out: Annotated[Path, typer.Argument(help="Output folder (created atomically).")],
+    dry_run: Annotated[bool, typer.Option(help="Check the models and print the plan; read and write no tensors.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    shard_mb: Annotated[int, typer.Option(help="Largest output shard, in MiB.")] = 2048,
+    register: Annotated[bool, typer.Option(help="Register the merged checkpoint in the zoo (--db).")] = False,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Merge checkpoints of one base (linear, task arithmetic, TIES, DARE, SLERP), one tensor at a time."""
+    from .merging import describe, execute, load_config, plan_merge
+
+    if shard_mb < 1:
+        raise UpcycleError("--shard-mb must be at least 1.")
+    plan = plan_merge(load_config(config))
+    if dry_run:
+        _print_merge_plan(describe(plan, shard_mb << 20), out)
+        return
+    with progress_bars("tensors") as progress:
+        checkpoint = execute(plan, out, overwrite=overwrite, max_shard_bytes=shard_mb << 20,
+                             progress=lambda done, total: progress("merging", done, total))
+    for note in plan.notes:
+        errors.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print(f"merged {len(plan.inputs)} model(s) with {plan.config.merge_method} into "
+                  f"[bold]{escape(str(checkpoint.path))}[/] ({len(checkpoint.weight_files)} shard(s))", highlight=False)
+    if register:
+        from .api import register as add
+        from .store import Store
+
+        with Store(db) as store:
+            entry = add(store, checkpoint, name=out.name)  # lineage from the merge's upcycle.json
+        console.print(f"registered [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]} in {db}", highlight=False)
+
+
+def _print_merge_plan(summary: dict, out: Path) -> None:
+    table = Table(title=f"merge plan: {summary['method']} -> {escape(str(out))}")
+    for column in ("role", "model", "architecture", "tensors", "MiB"):
+        table.add_column(column, justify="right" if column in ("tensors", "MiB") else "left")
+    for row in summary["models"]:
+        table.add_row(row["role"], escape(row["model"]), f"{row['architecture']} ({row['arch']})", str(row["tensors"]),
+                      f"{row['bytes'] / 2**20:.1f}")
+    console.print(table)
+    output = summary["output"]
+    console.print(f"output: {output['architecture']}, {output['tensors']} tensors, {output['dtype']}, "
+                  f"{output['bytes'] / 2**20:.1f} MiB in {output['shards']} shard(s); heads {output['heads']}; "
+                  f"tokenizer from {escape(output['tokenizer_from'])}; "
+                  f"working memory about {summary['working_bytes'] / 2**20:.0f} MiB", highlight=False)
+    for group in summary["parameter_groups"]:
+        extras = f", t={group['t']}" if group["t"] is not None else ""
+        console.print(f"  {group['tensors']:>5} tensors: {group['action']} weights={group['weights']} "
+                      f"densities={group['densities']} lambda={group['lambda']} normalize={group['normalize']}{extras}",
+                      highlight=False)
+    for note in summary["notes"]:
+        console.print(f"note: {escape(note)}", highlight=False)
+    console.print("dry run: no tensor was read or written.", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console script entry

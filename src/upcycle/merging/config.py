@@ -41,9 +41,9 @@ from ..errors import ConfigError
 Method = Literal["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"]
 ParameterValue = float | bool | list[dict[str, Any]]
 NEEDS_BASE = {"task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"}
-# mergekit's defaults for ``normalize``: on for averaging and TIES, off for plain task arithmetic and DARE-linear
+# mergekit 0.1.5's defaults for ``normalize``: on for averaging and TIES, off for task arithmetic and both DAREs
 NORMALIZE_DEFAULT = {"linear": True, "task_arithmetic": False, "ties": True, "dare_linear": False,
-                     "dare_ties": True, "slerp": False}
+                     "dare_ties": False, "slerp": False}
 MODEL_KEYS = {"weight", "density"}
 METHOD_KEYS = {"lambda", "normalize", "t", "density", "weight"}
 
@@ -106,6 +106,8 @@ class MergeConfig(BaseModel):
     def _consistent(self) -> MergeConfig:
         if self.merge_method in NEEDS_BASE and self.base_model is None:
             raise ValueError(f"{self.merge_method} needs a base_model")
+        if not self.merged_entries:
+            raise ValueError("models lists nothing to merge besides the base_model")
         if self.merge_method == "slerp":
             others = [m for m in self.models if m.model != self.base_model]
             if len(others) != 1:
@@ -115,9 +117,16 @@ class MergeConfig(BaseModel):
         return self
 
     @property
+    def merged_entries(self) -> list[ModelEntry]:
+        """The models whose tensors are combined. For ``linear`` that is every listed model; the other methods
+        take the base apart (mergekit lists it among ``models`` at times) and combine the rest."""
+        if self.merge_method == "linear":
+            return list(self.models)
+        return [m for m in self.models if m.model != self.base_model]
+
+    @property
     def inputs(self) -> list[str]:
-        """The models merged, the base excluded (mergekit lists the base among ``models`` at times)."""
-        return [m.model for m in self.models if m.model != self.base_model]
+        return [m.model for m in self.merged_entries]
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,7 @@ def plan_for(config: MergeConfig, tensor: str) -> TensorPlan:
             return overrides[key]
         return _resolve(own.get(key), tensor, _resolve(method.get(key), tensor, default))
 
-    entries = [m for m in config.models if m.model != config.base_model]
+    entries = config.merged_entries
     weights = tuple(float(value("weight", m.parameters, 1.0)) for m in entries)
     densities = tuple(float(value("density", m.parameters, 1.0)) for m in entries)
     for density in densities:

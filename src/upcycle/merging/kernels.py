@@ -36,47 +36,58 @@ def require_finite(tensor: torch.Tensor, *, name: str, model: str) -> None:
         raise MergeError(f"{model}: tensor '{name}' holds {bad} NaN or inf value(s); refusing to merge it.")
 
 
-def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+def _check_shapes(tensors: Sequence[torch.Tensor]) -> None:
     if not tensors:
         raise MergeError("A merge needs at least one tensor.")
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
         raise MergeError(f"Tensors to merge have different shapes: {sorted(shapes)}.")
-    return torch.stack([t.to(torch.float32) for t in tensors])  # (k, *S)
 
 
-def _weights(weights: Sequence[float] | None, count: int, like: torch.Tensor) -> torch.Tensor:
-    """(k, 1, ..., 1) float32 weights broadcastable against a (k, *S) stack; default all ones."""
-    values = [1.0] * count if weights is None else list(weights)
+def _weight_list(weights: Sequence[float] | None, count: int) -> list[float]:
+    values = [1.0] * count if weights is None else [float(w) for w in weights]
     if len(values) != count:
         raise MergeError(f"{len(values)} weights for {count} tensors.")
-    return torch.tensor(values, dtype=torch.float32).reshape(count, *([1] * (like.dim() - 1)))
+    return values
+
+
+def _per_model(value: float | Sequence[float], count: int, what: str) -> list[float]:
+    values = [float(value)] * count if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != count:
+        raise MergeError(f"{len(values)} {what} values for {count} tensors.")
+    return values
 
 
 def weighted_average(tensors: Sequence[torch.Tensor], weights: Sequence[float] | None = None,
                      *, normalize: bool = True) -> torch.Tensor:
-    """sum_i w_i t_i, divided by sum_i w_i when ``normalize`` (the default: a proper average)."""
-    stack = _stack(tensors)
-    w = _weights(weights, len(tensors), stack)
-    total = (w * stack).sum(0)
+    """sum_i w_i t_i, divided by sum_i w_i when ``normalize`` (the default: a proper average).
+
+    Accumulates in one float32 buffer (no (k, *S) stack), so the memory is one tensor's whatever k is.
+    """
+    _check_shapes(tensors)
+    values = _weight_list(weights, len(tensors))
+    total = torch.zeros(tensors[0].shape, dtype=torch.float32)
+    for tensor, weight in zip(tensors, values, strict=True):
+        total.add_(tensor.to(torch.float32), alpha=weight)
     if normalize:
-        norm = float(w.sum())
+        norm = sum(values)
         if norm == 0:
             raise MergeError("Weights sum to zero; cannot normalise.")
-        total = total / norm
+        total /= norm
     return total
 
 
 def magnitude_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the ``density`` fraction of entries with the largest |delta| (k = int(density * n)), zero the rest."""
+    """Keep the ``density`` fraction of entries with the largest |delta| (k = max(1, int(density * n)), as
+    mergekit does), zero the rest; density 0 zeroes everything."""
     if not 0 <= density <= 1:
         raise MergeError(f"density must be in [0, 1], got {density}.")
     if density >= 1:
         return delta
-    flat = delta.reshape(-1)
-    keep = int(density * flat.numel())
-    if keep == 0:
+    if density == 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
+    flat = delta.reshape(-1)
+    keep = max(1, int(density * flat.numel()))
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[flat.abs().topk(keep, sorted=False).indices] = True
     return (flat * mask).reshape(delta.shape)
@@ -92,15 +103,18 @@ def dare(delta: torch.Tensor, drop: float, generator: torch.Generator) -> torch.
     return delta * keep / (1 - drop)
 
 
-def disjoint_merge(weighted_deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """TIES' elect + disjoint mean over a (k, *S) stack of weighted deltas with (k, 1...) weights.
+def disjoint_merge(weighted_deltas: torch.Tensor, weights: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """TIES' elect + disjoint merge over a (k, *S) stack of weighted deltas with (k, 1...) weights.
 
-    The elected sign is the sign of the sum; entries that disagree with it are left out, and the rest are
-    divided by the total weight of the models that agree (1 where none does).
+    The elected sign is the sign of the sum (+ where the sum is 0, as in mergekit); entries that disagree
+    with it (zeros included) are left out. With ``normalize`` the rest are divided by the total weight of the
+    models that agree (1 where none does): the disjoint mean. Without it they are summed.
     """
-    elected = weighted_deltas.sum(0).sign()  # (*S)
+    elected = torch.where(weighted_deltas.sum(0) >= 0, 1.0, -1.0)  # (*S)
     agree = weighted_deltas.sign() == elected  # (k, *S)
     mixed = (weighted_deltas * agree).sum(0)
+    if not normalize:
+        return mixed
     divisor = (weights * agree).sum(0)
     divisor[divisor == 0] = 1
     return mixed / divisor
@@ -111,7 +125,7 @@ def generalized_task_arithmetic(
     tensors: Sequence[torch.Tensor],
     weights: Sequence[float] | None = None,
     *,
-    density: float = 1.0,
+    density: float | Sequence[float] = 1.0,
     sparsify: str | None = None,
     consensus: bool = False,
     normalize: bool = False,
@@ -120,31 +134,39 @@ def generalized_task_arithmetic(
 ) -> torch.Tensor:
     """base + lam * combine_i(w_i * sparsify(theta_i - base)): task arithmetic, TIES and DARE in one kernel.
 
-    ``sparsify``: None, ``"magnitude"`` (TIES' trim) or ``"dare"`` (drop 1 - density, rescale);
-    ``consensus``: TIES' sign election and disjoint mean; otherwise the weighted deltas are summed, and
-    divided by the sum of weights when ``normalize``.
+    ``density``: one value or one per model; ``sparsify``: None, ``"magnitude"`` (TIES' trim) or ``"dare"``
+    (drop 1 - density, rescale); ``consensus``: TIES' sign election, keeping only the entries that agree;
+    ``normalize``: divide by the summed weight (of the agreeing models, under consensus: the disjoint mean).
+    Without consensus the deltas are accumulated one at a time; with it they are stacked (k, *S).
     """
+    _check_shapes(tensors)
     base32 = base.to(torch.float32)
-    stack = _stack(tensors)
-    if stack.shape[1:] != base32.shape:
-        raise MergeError(f"Base shape {tuple(base32.shape)} differs from the models' {tuple(stack.shape[1:])}.")
-    deltas = stack - base32
-    if sparsify == "magnitude":
-        deltas = torch.stack([magnitude_trim(d, density) for d in deltas])
-    elif sparsify == "dare":
-        if generator is None:
-            raise MergeError("DARE needs a seeded torch.Generator.")
-        deltas = torch.stack([dare(d, 1 - density, generator) for d in deltas])
-    elif sparsify is not None:
+    if tuple(tensors[0].shape) != tuple(base32.shape):
+        raise MergeError(f"Base shape {tuple(base32.shape)} differs from the models' {tuple(tensors[0].shape)}.")
+    if sparsify not in (None, "magnitude", "dare"):
         raise MergeError(f"Unknown sparsification '{sparsify}'; use magnitude or dare.")
-    w = _weights(weights, len(tensors), stack)
-    weighted = deltas * w
+    if sparsify == "dare" and generator is None:
+        raise MergeError("DARE needs a seeded torch.Generator.")
+    values = _weight_list(weights, len(tensors))
+    densities = _per_model(density, len(tensors), "density")
+
+    def weighted_delta(i: int) -> torch.Tensor:
+        delta = tensors[i].to(torch.float32) - base32
+        if sparsify == "magnitude":
+            delta = magnitude_trim(delta, densities[i])
+        elif sparsify == "dare":
+            delta = dare(delta, 1 - densities[i], generator)
+        return delta.mul_(values[i])
+
     if consensus:
-        mixed = disjoint_merge(weighted, w)
+        w = torch.tensor(values, dtype=torch.float32).reshape(len(values), *([1] * base32.dim()))
+        mixed = disjoint_merge(torch.stack([weighted_delta(i) for i in range(len(tensors))]), w, normalize)
     else:
-        mixed = weighted.sum(0)
-        if normalize:
-            mixed = mixed / float(w.sum())
+        mixed = weighted_delta(0)
+        for i in range(1, len(tensors)):
+            mixed += weighted_delta(i)
+        if normalize and abs(sum(values)) > 1e-8:  # mergekit leaves a zero-sum mix undivided
+            mixed /= sum(values)
     return base32 + lam * mixed
 
 
@@ -158,7 +180,7 @@ def ties(base: torch.Tensor, tensors: Sequence[torch.Tensor], weights: Sequence[
          density: float = 0.2, lam: float = 1.0) -> torch.Tensor:
     """TIES-merging: trim to the top ``density`` by magnitude, elect signs, disjoint mean, scale by lam."""
     return generalized_task_arithmetic(base, tensors, weights, density=density, sparsify="magnitude",
-                                       consensus=True, lam=lam)
+                                       consensus=True, normalize=True, lam=lam)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
