@@ -10,7 +10,7 @@ export UPCYCLE_DATA_DIR := $(abspath $(DATA))
 UPCYCLE := $(VENV)/bin/upcycle
 FAST := --set train_precision=bf16
 
-.PHONY: setup demo test bench throughput recycling selection clean
+.PHONY: setup demo test bench throughput recycling selection merging merge-vs-mergekit clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,21 @@ recycling: setup
 # selection estimators judged leave-one-target-out against the recycling grid (builds the grid if missing)
 selection: setup
 	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
+
+# merged MiniLM experts vs the experts and vanilla MiniLM (needs the recycling grid's experts; resumable)
+merging: setup
+	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/merge_minilm.sh'
+
+# upcycle merge vs mergekit 0.1.5 on 4 Llama-style models of 253M parameters (mergekit in its own venv)
+.venv-mergekit/.installed:
+	$(PYTHON) -m venv .venv-mergekit
+	.venv-mergekit/bin/python -m pip install --quiet --upgrade pip
+	.venv-mergekit/bin/python -m pip install --quiet "torch==2.13.0"
+	.venv-mergekit/bin/python -m pip install --quiet "mergekit==0.1.5"
+	touch $@
+
+merge-vs-mergekit: setup .venv-mergekit/.installed
+	$(PY) benchmarks/merge_vs_mergekit.py --mergekit .venv-mergekit/bin/mergekit-yaml
 
 clean:
 	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo

@@ -36,8 +36,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from upcycle.batching import encode  # noqa: E402
-from upcycle.checkpoints import load_for_classification, load_tokenizer, resolve_checkpoint  # noqa: E402
-from upcycle.finetune import FinetuneSpec, compute_metrics, configure_threads, predict, run_finetune  # noqa: E402
+from upcycle.checkpoints import (  # noqa: E402
+    load_for_classification,
+    load_tokenizer,
+    resolve_checkpoint,
+)
+from upcycle.finetune import (  # noqa: E402
+    FinetuneSpec,
+    compute_metrics,
+    configure_threads,
+    predict,
+    run_finetune,
+)
 from upcycle.protocols import PRESETS  # noqa: E402
 from upcycle.tasks import load_task  # noqa: E402
 
@@ -48,7 +58,12 @@ DATA = ROOT.parent / "shared" / "datasets"
 def trainer_arm(checkpoint, task, protocol, seed: int, grouped: bool) -> dict:
     """Finetune and evaluate with transformers.Trainer; returns throughput and accuracy."""
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     tokenizer = load_tokenizer(checkpoint)
 

@@ -82,6 +82,10 @@ def test_magnitude_trim_keeps_the_largest_entries():
     delta = torch.tensor([[0.1, -5.0], [2.0, -0.3]])
     assert torch.equal(magnitude_trim(delta, 0.5), torch.tensor([[0.0, -5.0], [2.0, 0.0]]))
     assert torch.equal(magnitude_trim(delta, 0.0), torch.zeros_like(delta))
+    # entries tied with the threshold are all kept (the TIES reference code's kthvalue and >=)
+    tied = torch.tensor([3.0, -1.0, 1.0, 0.5])
+    assert torch.equal(magnitude_trim(tied, 0.5), torch.tensor([3.0, -1.0, 1.0, 0.0]))
+    assert torch.equal(magnitude_trim(tied, 0.1), torch.tensor([3.0, 0.0, 0.0, 0.0]))  # at least one kept
     with pytest.raises(MergeError, match="density"):
         magnitude_trim(delta, 1.5)
 

@@ -18,7 +18,13 @@ from upcycle.estimators import REGISTRY, SelectionContext, estimate
 from upcycle.estimators.prior import stored_gains
 from upcycle.features import Sample
 from upcycle.selection import overlapping, select
-from upcycle.selection_eval import RANDOM, evaluate_selection, results_json, results_markdown, summarize_selection
+from upcycle.selection_eval import (
+    RANDOM,
+    evaluate_selection,
+    results_json,
+    results_markdown,
+    summarize_selection,
+)
 from upcycle.store import Store
 from upcycle.tasks import load_task
 

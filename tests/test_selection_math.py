@@ -12,7 +12,13 @@ from upcycle.estimators.logme import log_evidence, logme, max_evidence
 from upcycle.estimators.retrieval import nearest_votes
 from upcycle.estimators.semb import mean_embedding_cosine
 from upcycle.features import BudgetExhausted, CostMeter, Sample
-from upcycle.selection_metrics import expected_best_of_top_k, ndcg, rank_correlations, ranking_quality, regret_at_k
+from upcycle.selection_metrics import (
+    expected_best_of_top_k,
+    ndcg,
+    rank_correlations,
+    ranking_quality,
+    regret_at_k,
+)
 
 
 def direct_log_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:

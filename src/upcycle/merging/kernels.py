@@ -30,10 +30,15 @@ SLERP_COLINEAR = 0.9995  # |cos| above this: interpolate linearly (as mergekit d
 
 
 def require_finite(tensor: torch.Tensor, *, name: str, model: str) -> None:
-    """Raise MergeError naming the model and tensor when ``tensor`` holds NaN or inf."""
-    if not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise MergeError(f"{model}: tensor '{name}' holds {bad} NaN or inf value(s); refusing to merge it.")
+    """Raise MergeError naming the model and tensor when ``tensor`` holds NaN or inf.
+
+    One float64 sum first: any NaN or inf makes it non-finite, and float32 values cannot overflow it, so the
+    element-wise check (which allocates a mask) only runs when something is wrong.
+    """
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum(dtype=torch.float64))):
+        return
+    bad = int((~torch.isfinite(tensor)).sum())
+    raise MergeError(f"{model}: tensor '{name}' holds {bad} NaN or inf value(s); refusing to merge it.")
 
 
 def _check_shapes(tensors: Sequence[torch.Tensor]) -> None:
@@ -66,8 +71,8 @@ def weighted_average(tensors: Sequence[torch.Tensor], weights: Sequence[float] |
     """
     _check_shapes(tensors)
     values = _weight_list(weights, len(tensors))
-    total = torch.zeros(tensors[0].shape, dtype=torch.float32)
-    for tensor, weight in zip(tensors, values, strict=True):
+    total = torch.mul(tensors[0].to(torch.float32), values[0])
+    for tensor, weight in zip(tensors[1:], values[1:], strict=True):
         total.add_(tensor.to(torch.float32), alpha=weight)
     if normalize:
         norm = sum(values)
@@ -78,19 +83,22 @@ def weighted_average(tensors: Sequence[torch.Tensor], weights: Sequence[float] |
 
 
 def magnitude_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the ``density`` fraction of entries with the largest |delta| (k = max(1, int(density * n)), as
-    mergekit does), zero the rest; density 0 zeroes everything."""
+    """Keep the entries whose |delta| is at least the k-th largest, k = max(1, int(density * n)); zero the rest.
+
+    As in the TIES reference code (a ``kthvalue`` threshold and ``>=``), entries tied with the threshold are
+    all kept, so a tie can keep a few more than k. mergekit keeps exactly k, choosing among tied entries by
+    the order of its sort; the two agree everywhere else. Density 0 zeroes everything.
+    """
     if not 0 <= density <= 1:
         raise MergeError(f"density must be in [0, 1], got {density}.")
     if density >= 1:
         return delta
     if density == 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
-    flat = delta.reshape(-1)
-    keep = max(1, int(density * flat.numel()))
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[flat.abs().topk(keep, sorted=False).indices] = True
-    return (flat * mask).reshape(delta.shape)
+    magnitude = delta.abs().reshape(-1)
+    keep = max(1, int(density * magnitude.numel()))
+    threshold = magnitude.kthvalue(magnitude.numel() - keep + 1).values  # the keep-th largest magnitude
+    return delta * (delta.abs() >= threshold)
 
 
 def dare(delta: torch.Tensor, drop: float, generator: torch.Generator) -> torch.Tensor:
@@ -149,6 +157,14 @@ def generalized_task_arithmetic(
         raise MergeError("DARE needs a seeded torch.Generator.")
     values = _weight_list(weights, len(tensors))
     densities = _per_model(density, len(tensors), "density")
+    if sparsify is None and not consensus:
+        # plain task arithmetic is linear: base + s * sum_i w_i (t_i - base) = (1 - s sum_i w_i) base + sum_i s w_i t_i,
+        # one pass per model and no delta buffers (equal up to float rounding)
+        scale = lam / sum(values) if normalize and abs(sum(values)) > 1e-8 else lam
+        merged = torch.mul(base32, 1 - scale * sum(values))
+        for tensor, weight in zip(tensors, values, strict=True):
+            merged.add_(tensor.to(torch.float32), alpha=scale * weight)
+        return merged
 
     def weighted_delta(i: int) -> torch.Tensor:
         delta = tensors[i].to(torch.float32) - base32

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -40,21 +41,19 @@ OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
 GEOMETRY = ("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "max_position_embeddings")
 
 
-def _body_prefix(config: dict[str, Any]) -> str:
-    """The attribute a task model keeps its body under (``bert``, ``model``...), from transformers' class."""
-    import transformers
-
-    for architecture in config.get("architectures") or []:
-        cls = getattr(transformers, architecture, None)
-        if cls is not None and getattr(cls, "base_model_prefix", ""):
-            return cls.base_model_prefix
-    return str(config.get("model_type", ""))
+def _body_prefix(architecture: str, names: list[str]) -> str:
+    """The attribute a task model keeps its body under (``bert``, ``model``...), read from the tensor names: the
+    first component most names share. Bare models (``BertModel``) store their body without one."""
+    if architecture.endswith("Model") or not names:
+        return ""
+    first, count = Counter(name.split(".", 1)[0] for name in names if "." in name).most_common(1)[0]
+    return first if count > len(names) / 2 else ""
 
 
-def _body_class(model_type: str) -> str | None:
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-
-    return MODEL_MAPPING_NAMES.get(model_type)
+def _body_class(architecture: str) -> str | None:
+    """``BertForSequenceClassification`` -> ``BertModel``: Hugging Face's naming of the bare body class."""
+    stem, found, _ = architecture.partition("For")
+    return f"{stem}Model" if found and stem else None
 
 
 def tokenizer_identity(folder: Path) -> str | None:
@@ -93,7 +92,9 @@ class ModelInfo:
     def read(cls, reference: str) -> ModelInfo:
         checkpoint = resolve_checkpoint(reference)
         config = checkpoint.config
-        return cls(reference, checkpoint, config, read_entries(checkpoint.weight_files), _body_prefix(config))
+        entries = read_entries(checkpoint.weight_files)
+        architecture = (config.get("architectures") or ["?"])[0]
+        return cls(reference, checkpoint, config, entries, _body_prefix(architecture, list(entries)))
 
     @property
     def architecture(self) -> str:
@@ -122,7 +123,10 @@ class ModelInfo:
     @cached_property
     def body(self) -> dict[str, str]:
         """canonical name -> stored name, for every tensor that is not a task head."""
-        return {self.canonical(name): name for name in self.entries if name not in self.heads}
+        body = {self.canonical(name): name for name in self.entries if name not in self.heads}
+        if len(body) != len(self.entries) - len(self.heads):
+            raise MergeError(f"{self.reference}: tensor names collide once the '{self.prefix}.' prefix is removed.")
+        return body
 
     @property
     def recorded_base(self) -> str | None:
@@ -333,7 +337,7 @@ def _output_config(config: MergeConfig, inputs: list[ModelInfo], reference: Mode
     if _is_bare(reference, heads):
         for key in LABEL_KEYS:
             result.pop(key, None)
-        body = _body_class(reference.arch.model_type)
+        body = _body_class(reference.architecture)
         if body:
             result["architectures"] = [body]
     result.pop("torch_dtype", None)
@@ -343,8 +347,6 @@ def _output_config(config: MergeConfig, inputs: list[ModelInfo], reference: Mode
 
 def describe(plan: MergePlan, max_shard_bytes: int) -> dict[str, Any]:
     """A plain summary of the plan for ``--dry-run``: models, output, parameter groups, notes."""
-    from collections import Counter
-
     from .tensor_io import assign_shards
 
     groups = Counter((t.action, t.parameters) for t in plan.tensors)

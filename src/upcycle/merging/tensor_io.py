@@ -12,6 +12,7 @@ as they are produced: no output state dict is ever held in memory. Shards follow
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import struct
@@ -108,6 +109,17 @@ class MappedCheckpoint:
             return torch.empty(entry.shape, dtype=dtype)
         flat = torch.frombuffer(self._map(entry.file), dtype=dtype, count=count, offset=entry.begin)
         return flat.reshape(entry.shape)
+
+    def fingerprint(self) -> str:
+        """The checkpoint's content fingerprint (same value as :attr:`Checkpoint.fingerprint`: sha256 over names,
+        dtypes, shapes and bytes in name order), hashed straight from the maps without copying."""
+        digest = hashlib.sha256()
+        for name in sorted(self.entries):
+            entry = self.entries[name]
+            digest.update(json.dumps([name, entry.dtype, list(entry.shape)]).encode())
+            with memoryview(self._map(entry.file)) as view:
+                digest.update(view[entry.begin:entry.end])
+        return digest.hexdigest()
 
     def release(self, name: str) -> None:
         """Tell the OS it may drop the pages behind ``name`` (they are re-read from disk if needed again)."""
