@@ -1,12 +1,12 @@
 """Merged MiniLM experts against the experts themselves and vanilla MiniLM (driven by merge_minilm.sh).
 
 ``prepare``: merges four zoo experts three ways (uniform average; TIES at density 0.5; task arithmetic with
-lambda chosen on the source tasks' validation splits), registers the merges in the zoo, and measures every
-model's multi-task accuracy with re-trained heads: a logistic-regression probe on frozen mean-pooled
-features, fitted on each source task's training sample and scored on its test split.
+lambda chosen on the source tasks' validation splits) and registers the merges in the zoo.
 
-``report``: reads the probes and the ``merge6-minilm`` bench (each model finetuned as a starting point on six
-held-out targets, 2 seeds) and writes ``benchmarks/results/merge_minilm.md`` and ``.json``.
+``report``: measures every model's multi-task accuracy with re-trained heads (a logistic-regression probe on
+frozen mean-pooled features, fitted on each source task's training sample and scored on its test split;
+cached), reads the ``merge4-minilm`` bench (each model finetuned as a starting point on four held-out
+targets, 2 seeds) and writes ``benchmarks/results/merge_minilm.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -104,8 +104,6 @@ def prepare(run: Path, db: Path, experts: Path) -> None:
             register(store, resolve_checkpoint(folder), name=name)
     if timings:
         (run / "merge_seconds.json").write_text(json.dumps(timings, indent=1))
-    for folder in ["minilm", *(expert(s, experts) for s in SOURCES), *(str(run / n) for n in configs(experts, 1))]:
-        print(folder, f"test probe accuracy {cache.mean(folder, 'test'):.4f}", flush=True)
 
 
 def bootstrap_ci(values: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -190,7 +188,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/merge_minilm"))
     parser.add_argument("--db", type=Path, default=Path("runs/recycling_minilm/upcycle.db"))
     parser.add_argument("--experts", type=Path, default=Path("runs/recycling_minilm/experts"))
-    parser.add_argument("--bench", default="merge6-minilm")
+    parser.add_argument("--bench", default="merge4-minilm")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.run.mkdir(parents=True, exist_ok=True)
