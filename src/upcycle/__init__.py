@@ -1,7 +1,7 @@
 """upcycle: reuse finetuned language models instead of starting from scratch.
 
 The public names below are imported on first use (PEP 562), so ``upcycle merge`` does not pay for pandas,
-scipy or Ray and ``import upcycle`` stays cheap.
+scipy or Ray and ``import upcycle`` stays cheap (the api functions excepted, see below).
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 
+# ``finetune`` names both a submodule and the api function; importing the submodule binds the module to the
+# package attribute, so the function is bound eagerly, after it (api is light: no torch or transformers)
+from .api import build_zoo, finetune, register, zoo_add  # noqa: E402
+
+
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module 'upcycle' has no attribute '{name}'")
@@ -44,7 +49,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers see the eager imports
-    from .api import build_zoo, finetune, register, zoo_add
     from .bench import Bench, grid_frame, load_bench, plan_bench, run_bench
     from .checkpoints import ArchKey, Checkpoint, resolve_checkpoint
     from .errors import (
