@@ -78,11 +78,9 @@ def execute(plan: MergePlan, out: str | Path, *, overwrite: bool = False,
     from .. import __version__
 
     out = Path(out)
-    models = plan.inputs + ([plan.base] if plan.base is not None and plan.base not in plan.inputs else [])
     with ThreadPoolExecutor(max_workers=1) as pool, atomic_directory(out, overwrite=overwrite) as staging:
-        # input fingerprints for the provenance are hashed from their own maps beside the merge (hashlib
-        # releases the GIL)
-        hashing = pool.submit(_fingerprints, models)
+        # input fingerprints for the provenance are hashed beside the merge (hashlib releases the GIL)
+        hashing = pool.submit(lambda: {m.reference: m.checkpoint.fingerprint for m in plan.models})
         _write_weights(plan, staging, max_shard_bytes, progress)
         record = provenance(plan, hashing.result(), __version__)
         (staging / "config.json").write_text(json.dumps(plan.output_config, indent=2, sort_keys=True) + "\n")
@@ -99,18 +97,9 @@ def execute(plan: MergePlan, out: str | Path, *, overwrite: bool = False,
     return resolve_checkpoint(out)
 
 
-def _fingerprints(models: list) -> dict[str, str]:
-    found = {}
-    for model in models:
-        with MappedCheckpoint(model.entries) as mapped:
-            found[model.reference] = mapped.fingerprint()
-    return found
-
-
 def _write_weights(plan: MergePlan, folder: Path, max_shard_bytes: int, progress: Progress | None) -> None:
     with ExitStack() as stack:
-        maps = {id(m): stack.enter_context(MappedCheckpoint(m.entries))
-                for m in [*plan.inputs, plan.reference] + ([plan.base] if plan.base else [])}
+        maps = {id(m): stack.enter_context(MappedCheckpoint(m.entries)) for m in plan.models}
         inputs = [maps[id(m)] for m in plan.inputs]
         base = maps[id(plan.base)] if plan.base else None
         reference = maps[id(plan.reference)]

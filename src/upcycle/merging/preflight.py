@@ -164,6 +164,11 @@ class MergePlan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def models(self) -> list[ModelInfo]:
+        """Every model read: the inputs, then the base when it is not one of them (the reference is either)."""
+        return self.inputs + ([self.base] if self.base is not None and self.base not in self.inputs else [])
+
+    @property
     def output_bytes(self) -> int:
         return sum(t.output.nbytes for t in self.tensors)
 
@@ -355,7 +360,7 @@ def describe(plan: MergePlan, max_shard_bytes: int) -> dict[str, Any]:
         "models": [{"model": m.reference, "role": "base" if m is plan.base else "input", "architecture": m.architecture,
                     "arch": str(m.arch), "tensors": len(m.entries),
                     "bytes": sum(e.end - e.begin for e in m.entries.values())}
-                   for m in plan.inputs + ([plan.base] if plan.base and plan.base not in plan.inputs else [])],
+                   for m in plan.models],
         "output": {"architecture": (plan.output_config.get("architectures") or ["?"])[0],
                    "tensors": len(plan.tensors), "bytes": plan.output_bytes, "dtype": plan.config.dtype,
                    "shards": len(assign_shards([t.output for t in plan.tensors], max_shard_bytes)),

@@ -12,7 +12,6 @@ as they are produced: no output state dict is ever held in memory. Shards follow
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import struct
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import read_safetensors_header
+from ..checkpoints import TensorEntry, tensor_index
 from ..errors import CheckpointError, MergeError
 
 DTYPES: dict[str, torch.dtype] = {
@@ -31,44 +30,19 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 CODES = {dtype: code for code, dtype in DTYPES.items()}
-FLOATING = {"F64", "F32", "F16", "BF16"}
 PAGE = mmap.PAGESIZE
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """Where one tensor lives: its file, absolute byte range, safetensors dtype code and shape."""
-
-    file: Path
-    begin: int
-    end: int
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def floating(self) -> bool:
-        return self.dtype in FLOATING
-
-
 def read_entries(files: Sequence[Path]) -> dict[str, TensorEntry]:
-    """Every tensor of a (possibly sharded) checkpoint, from the headers alone.
+    """Every tensor of a checkpoint from its headers (:func:`tensor_index`), refusing dtypes torch lacks.
 
     Raises:
         CheckpointError: a header is unreadable, a dtype unknown, or a tensor runs past its file's end.
     """
-    entries: dict[str, TensorEntry] = {}
-    for file in files:
-        header, data_start = read_safetensors_header(file)
-        size = file.stat().st_size
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if info.get("dtype") not in DTYPES:
-                raise CheckpointError(f"{file}: tensor '{name}' has unsupported dtype {info.get('dtype')!r}.")
-            begin, end = (data_start + offset for offset in info["data_offsets"])
-            if end > size:
-                raise CheckpointError(f"{file}: tensor '{name}' runs past the end of the file (truncated?).")
-            entries[name] = TensorEntry(file, begin, end, info["dtype"], tuple(info["shape"]))
+    entries = tensor_index(files)
+    for name, entry in entries.items():
+        if entry.dtype not in DTYPES:
+            raise CheckpointError(f"{entry.file}: tensor '{name}' has unsupported dtype {entry.dtype!r}.")
     return entries
 
 
@@ -109,17 +83,6 @@ class MappedCheckpoint:
             return torch.empty(entry.shape, dtype=dtype)
         flat = torch.frombuffer(self._map(entry.file), dtype=dtype, count=count, offset=entry.begin)
         return flat.reshape(entry.shape)
-
-    def fingerprint(self) -> str:
-        """The checkpoint's content fingerprint (same value as :attr:`Checkpoint.fingerprint`: sha256 over names,
-        dtypes, shapes and bytes in name order), hashed straight from the maps without copying."""
-        digest = hashlib.sha256()
-        for name in sorted(self.entries):
-            entry = self.entries[name]
-            digest.update(json.dumps([name, entry.dtype, list(entry.shape)]).encode())
-            with memoryview(self._map(entry.file)) as view:
-                digest.update(view[entry.begin:entry.end])
-        return digest.hexdigest()
 
     def release(self, name: str) -> None:
         """Tell the OS it may drop the pages behind ``name`` (they are re-read from disk if needed again)."""
