@@ -46,7 +46,7 @@ recycling: setup
 selection: setup
 	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
 
-# merged MiniLM experts vs the experts and vanilla MiniLM (needs the recycling grid's experts; resumable)
+# merged MiniLM experts vs the experts and vanilla MiniLM (uses the recycling grid's store; resumable)
 merging: setup
 	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/merge_minilm.sh'
 
