@@ -122,6 +122,42 @@ def test_every_method_matches_its_kernel(family, tmp_path, method, extra):
     assert again.fingerprint == out.fingerprint  # deterministic, DARE included (seeded per tensor)
 
 
+def test_whole_model_ties_trim_equals_brute_force_on_the_concatenated_task_vectors(family, tmp_path):
+    spec = config("ties", family, trim_scope="model")
+    for entry, density in zip(spec["models"], (0.3, 0.6)):
+        entry["parameters"]["density"] = density
+    out = merge(spec, tmp_path / "ties-model")
+    result, base = tensors(out.path), tensors(family["base"])
+    inputs = [tensors(family[n]) for n in ("a", "b")]
+    merged = [t for t in plan_merge(load_config(spec)).tensors if t.action == "merge"]
+    kept = []
+    for i, (model, density) in enumerate(zip(inputs, (0.3, 0.6))):
+        deltas = {t.output.name: model[t.sources[i]] - base[t.base_source] for t in merged}
+        flat = torch.cat([d.reshape(-1) for d in deltas.values()]).abs()
+        cut = flat.kthvalue(flat.numel() - int(density * flat.numel()) + 1).values
+        kept.append({name: d * (d.abs() >= cut) for name, d in deltas.items()})
+        fraction = sum(int((d != 0).sum()) for d in kept[-1].values()) / flat.numel()
+        assert abs(fraction - density) < 1e-3
+    for item in merged:
+        stack = torch.stack([0.7 * kept[0][item.output.name], 0.5 * kept[1][item.output.name]])
+        expected = base[item.base_source] + kernels.disjoint_merge(
+            stack, torch.tensor([0.7, 0.5]).reshape(2, *([1] * (stack.dim() - 1))))
+        assert torch.allclose(result[item.output.name], expected, atol=1e-6), item.output.name
+    # the scope matters: per-tensor trimming keeps a different set of entries
+    per_tensor = tensors(merge({**spec, "trim_scope": "tensor"}, tmp_path / "ties-tensor").path)
+    assert any(not torch.equal(per_tensor[name], result[name]) for name in result)
+
+
+def test_whole_model_trim_needs_ties_and_one_density_per_model(family, tmp_path):
+    with pytest.raises(ConfigError, match="trim_scope"):
+        load_config(config("task_arithmetic", family, trim_scope="model"))
+    spec = config("ties", family, trim_scope="model",
+                  tensor_parameters=[{"match": "attention", "parameters": {"density": 0.2}}])
+    with pytest.raises(MergeError, match="one density"):
+        merge(spec, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
 def test_sharded_output_loads_and_equals_the_single_file(family, tmp_path):
     spec = config("linear", family)
     single = merge(spec, tmp_path / "single")

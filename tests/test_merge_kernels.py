@@ -16,6 +16,8 @@ from upcycle.merging import (
     ties,
     weighted_average,
 )
+from upcycle.merging.kernels import trim_below
+from upcycle.merging.threshold import kth_largest_magnitude
 
 
 @pytest.fixture
@@ -88,6 +90,30 @@ def test_magnitude_trim_keeps_the_largest_entries():
     assert torch.equal(magnitude_trim(tied, 0.1), torch.tensor([3.0, 0.0, 0.0, 0.0]))  # at least one kept
     with pytest.raises(MergeError, match="density"):
         magnitude_trim(delta, 1.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_model_wide_threshold_equals_kthvalue_over_the_concatenation(seed):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(7, 3), (50,), (4, 4, 4), (1,)]
+    chunks = [torch.randn(shape, generator=g) * 10 ** (i - 2) for i, shape in enumerate(shapes)]
+    chunks[1][:20] = chunks[0][0, 0]  # ties across tensors
+    chunks[2][0] = 0.0
+    flat = torch.cat([c.reshape(-1) for c in chunks]).abs()
+    for k in (1, 2, 20, 21, 60, flat.numel()):
+        expected = flat.kthvalue(flat.numel() - k + 1).values.item()
+        assert kth_largest_magnitude(lambda: iter(chunks), k) == expected
+    with pytest.raises(ValueError, match="exceeds"):
+        kth_largest_magnitude(lambda: iter(chunks), flat.numel() + 1)
+
+
+def test_given_thresholds_replace_the_per_tensor_trim(models):
+    base, tensors = models
+    cut = [0.05, 0.0, float("inf")]
+    expected_deltas = [(t - base) * ((t - base).abs() >= c) for t, c in zip(tensors, cut)]
+    merged = generalized_task_arithmetic(base, tensors, density=0.3, sparsify="magnitude", thresholds=cut)
+    assert torch.allclose(merged, base + sum(expected_deltas))
+    assert torch.equal(trim_below(torch.tensor([0.1, -0.2, 0.3]), 0.2), torch.tensor([0.0, -0.2, 0.3]))
 
 
 def test_dare_is_unbiased_and_seeded():

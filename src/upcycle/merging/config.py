@@ -14,7 +14,9 @@ Accepted (mergekit)::
     dtype: float32
 
 upcycle's keys: ``heads: drop | merge`` (classification heads of encoders: dropped by default, merged when
-their shapes agree and ``merge`` is asked) , ``seed`` (DARE), and ``tensor_parameters``: a list of
+their shapes agree and ``merge`` is asked), ``seed`` (DARE), ``trim_scope: tensor | model`` (TIES keeps the
+top ``density`` of each tensor, the default as in mergekit, or of each model's whole task vector at once),
+and ``tensor_parameters``: a list of
 ``{match: REGEX, parameters: {...}}`` applied in order to every model's and the method's parameters for the
 tensors whose name matches (later entries win).
 """
@@ -95,6 +97,7 @@ class MergeConfig(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     heads: Literal["drop", "merge"] = "drop"
     seed: int = 0
+    trim_scope: Literal["tensor", "model"] = "tensor"
     tensor_parameters: list[TensorRule] = Field(default_factory=list)
 
     @field_validator("parameters")
@@ -108,6 +111,8 @@ class MergeConfig(BaseModel):
             raise ValueError(f"{self.merge_method} needs a base_model")
         if not self.merged_entries:
             raise ValueError("models lists nothing to merge besides the base_model")
+        if self.trim_scope == "model" and self.merge_method != "ties":
+            raise ValueError(f"trim_scope: model applies to ties (magnitude trimming), not {self.merge_method}")
         if self.merge_method == "slerp":
             others = [m for m in self.models if m.model != self.base_model]
             if len(others) != 1:

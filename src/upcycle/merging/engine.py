@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,18 +31,27 @@ from ..errors import MergeError
 from . import kernels
 from .card import config_yaml, model_card, provenance
 from .config import MergeConfig, TensorPlan, load_config
-from .preflight import TOKENIZER_FILES, MergePlan, PlannedTensor, plan_merge
+from .preflight import (
+    TOKENIZER_FILES,
+    MergePlan,
+    ModelInfo,
+    PlannedTensor,
+    plan_merge,
+    trimmed_tensors,
+)
 from .tensor_io import MappedCheckpoint, StreamingWriter
+from .threshold import kth_largest_magnitude
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 Progress = Callable[[int, int], None]
 
 
 def combine(plan: TensorPlan, base: torch.Tensor | None, tensors: list[torch.Tensor],
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, thresholds: list[float] | None = None) -> torch.Tensor:
     """Apply one tensor's resolved method to the inputs' values (float32 result).
 
     Shapes: ``base`` (*S) or None, ``tensors`` k x (*S) in the order of the config's merged models.
+    ``thresholds``: per-model magnitude cuts computed over the whole model (TIES with ``trim_scope: model``).
     """
     method = plan.method
     if method == "linear":
@@ -53,7 +63,38 @@ def combine(plan: TensorPlan, base: torch.Tensor | None, tensors: list[torch.Ten
     sparsify = {"task_arithmetic": None, "ties": "magnitude", "dare_linear": "dare", "dare_ties": "dare"}[method]
     return kernels.generalized_task_arithmetic(
         base, tensors, plan.weights, density=plan.densities, sparsify=sparsify,
-        consensus=method in ("ties", "dare_ties"), normalize=plan.normalize, lam=plan.lam, generator=generator)
+        consensus=method in ("ties", "dare_ties"), normalize=plan.normalize, lam=plan.lam, generator=generator,
+        thresholds=thresholds)
+
+
+def model_thresholds(plan: MergePlan, inputs: list[MappedCheckpoint], base: MappedCheckpoint) -> list[float]:
+    """Per merged model, the magnitude at which ``trim_scope: model`` cuts its task vector: the exact k-th
+    largest |theta_i - base| over all trimmed tensors, k = max(1, int(density * n)). Two streaming passes."""
+    tensors = trimmed_tensors(plan)
+    if not tensors:
+        return []
+    count = sum(t.output.numel for t in tensors)
+    cuts = []
+    for i, (model, mapped) in enumerate(zip(plan.inputs, inputs, strict=True)):
+        density = tensors[0].parameters.densities[i]
+        if density >= 1:
+            cuts.append(0.0)
+            continue
+        if density <= 0:
+            cuts.append(math.inf)
+            continue
+
+        def deltas(i: int = i, model: ModelInfo = model, mapped: MappedCheckpoint = mapped) -> Iterator[torch.Tensor]:
+            for item in tensors:
+                value, base_value = mapped.get(item.sources[i]), base.get(item.base_source)
+                kernels.require_finite(value, name=item.sources[i], model=model.reference)
+                kernels.require_finite(base_value, name=item.base_source, model=plan.base.reference)
+                yield value.to(torch.float32) - base_value.to(torch.float32)
+                mapped.release(item.sources[i])
+                base.release(item.base_source)
+
+        cuts.append(kth_largest_magnitude(deltas, max(1, int(density * count))))
+    return cuts
 
 
 def tensor_seed(seed: int, name: str) -> int:
@@ -103,6 +144,7 @@ def _write_weights(plan: MergePlan, folder: Path, max_shard_bytes: int, progress
         inputs = [maps[id(m)] for m in plan.inputs]
         base = maps[id(plan.base)] if plan.base else None
         reference = maps[id(plan.reference)]
+        thresholds = model_thresholds(plan, inputs, base) if plan.config.trim_scope == "model" else None
         writer = StreamingWriter(folder, [t.output for t in plan.tensors], max_shard_bytes,
                                  {"upcycle_merge_method": plan.config.merge_method})
         for done, item in enumerate(plan.tensors, 1):
@@ -111,7 +153,7 @@ def _write_weights(plan: MergePlan, folder: Path, max_shard_bytes: int, progress
                 writer.write(item.output.name, reference.get(stored).clone())
                 reference.release(stored)
             else:
-                writer.write(item.output.name, _merged(plan, item, inputs, base))
+                writer.write(item.output.name, _merged(plan, item, inputs, base, thresholds))
                 for mapped, name in zip(inputs, item.sources, strict=True):
                     mapped.release(name)
                 if base is not None and item.base_source is not None:
@@ -122,7 +164,7 @@ def _write_weights(plan: MergePlan, folder: Path, max_shard_bytes: int, progress
 
 
 def _merged(plan: MergePlan, item: PlannedTensor, inputs: list[MappedCheckpoint],
-            base: MappedCheckpoint | None) -> torch.Tensor:
+            base: MappedCheckpoint | None, thresholds: list[float] | None) -> torch.Tensor:
     values = []
     for model, mapped, name in zip(plan.inputs, inputs, item.sources, strict=True):
         value = mapped.get(name)
@@ -138,5 +180,5 @@ def _merged(plan: MergePlan, item: PlannedTensor, inputs: list[MappedCheckpoint]
         generator = None
         if plan.config.merge_method.startswith("dare"):
             generator = torch.Generator().manual_seed(tensor_seed(plan.config.seed, item.output.name))
-        merged = combine(item.parameters, base_value, values, generator)
+        merged = combine(item.parameters, base_value, values, generator, thresholds)
     return merged.to(item.output.dtype)

@@ -10,8 +10,8 @@ so that the same configuration gives the same numbers:
 * weighted average (model soups): sum_i w_i theta_i / sum_i w_i (``normalize=False`` skips the division);
 * task arithmetic (Ilharco et al., 2023): base + lambda * sum_i w_i (theta_i - base); a negative weight
   negates a task, weights (1, -1, 1) on (A, B, C) give the analogy A - B + C;
-* TIES (Yadav et al., 2023): trim each task vector to its top ``density`` fraction by magnitude, elect each
-  entry's sign as the sign of the (weighted) sum, average only the entries that agree with it (the disjoint
+* TIES (Yadav et al., 2023): trim each task vector to its top ``density`` fraction by magnitude (per tensor,
+  or at a cut computed over the whole model and passed in as ``thresholds``), elect each entry's sign as the sign of the (weighted) sum, average only the entries that agree with it (the disjoint
   mean), scale by lambda;
 * DARE (Yu et al., 2024): drop each delta entry with probability p and rescale survivors by 1 / (1 - p),
   seeded; composable before task arithmetic or TIES;
@@ -98,6 +98,11 @@ def magnitude_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
     magnitude = delta.abs().reshape(-1)
     keep = max(1, int(density * magnitude.numel()))
     threshold = magnitude.kthvalue(magnitude.numel() - keep + 1).values  # the keep-th largest magnitude
+    return trim_below(delta, threshold)
+
+
+def trim_below(delta: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """Zero the entries whose |delta| is below ``threshold`` (a given one, e.g. over the whole model)."""
     return delta * (delta.abs() >= threshold)
 
 
@@ -139,12 +144,15 @@ def generalized_task_arithmetic(
     normalize: bool = False,
     lam: float = 1.0,
     generator: torch.Generator | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """base + lam * combine_i(w_i * sparsify(theta_i - base)): task arithmetic, TIES and DARE in one kernel.
 
     ``density``: one value or one per model; ``sparsify``: None, ``"magnitude"`` (TIES' trim) or ``"dare"``
     (drop 1 - density, rescale); ``consensus``: TIES' sign election, keeping only the entries that agree;
     ``normalize``: divide by the summed weight (of the agreeing models, under consensus: the disjoint mean).
+    ``thresholds``: one magnitude per model that replaces the per-tensor trim (``sparsify="magnitude"``) with
+    a given cut, such as the model-wide one of :mod:`upcycle.merging.threshold`.
     Without consensus the deltas are accumulated one at a time; with it they are stacked (k, *S).
     """
     _check_shapes(tensors)
@@ -169,7 +177,7 @@ def generalized_task_arithmetic(
     def weighted_delta(i: int) -> torch.Tensor:
         delta = tensors[i].to(torch.float32) - base32
         if sparsify == "magnitude":
-            delta = magnitude_trim(delta, densities[i])
+            delta = trim_below(delta, thresholds[i]) if thresholds else magnitude_trim(delta, densities[i])
         elif sparsify == "dare":
             delta = dare(delta, 1 - densities[i], generator)
         return delta.mul_(values[i])

@@ -203,8 +203,24 @@ def plan_merge(config: MergeConfig) -> MergePlan:
     _check_tensors(models, reference)
     _check_common_base(inputs, base, notes)
     tensors = _plan_tensors(config, inputs, base, reference, heads, notes)
+    _check_model_trim(config, tensors)
     return MergePlan(config, inputs, base, reference, _output_config(config, inputs, reference, heads), tensors,
                      heads, notes)
+
+
+def trimmed_tensors(plan: MergePlan) -> list[PlannedTensor]:
+    """The tensors a whole-model trim ranks together: every merged tensor with a base value (heads included
+    when they are merged)."""
+    return [t for t in plan.tensors if t.action == "merge" and t.base_source is not None]
+
+
+def _check_model_trim(config: MergeConfig, tensors: list[PlannedTensor]) -> None:
+    if config.trim_scope != "model":
+        return
+    densities = {t.parameters.densities for t in tensors if t.action == "merge"}
+    if len(densities) > 1:
+        raise MergeError("trim_scope: model keeps the top density of each model's whole task vector, so each model "
+                         f"needs one density for all its tensors; the config resolves to {sorted(densities)}.")
 
 
 def _check_architecture(models: list[ModelInfo], reference: ModelInfo) -> None:
@@ -357,6 +373,7 @@ def describe(plan: MergePlan, max_shard_bytes: int) -> dict[str, Any]:
     groups = Counter((t.action, t.parameters) for t in plan.tensors)
     return {
         "method": plan.config.merge_method,
+        **({"trim_scope": plan.config.trim_scope} if plan.config.merge_method == "ties" else {}),
         "models": [{"model": m.reference, "role": "base" if m is plan.base else "input", "architecture": m.architecture,
                     "arch": str(m.arch), "tensors": len(m.entries),
                     "bytes": sum(e.end - e.begin for e in m.entries.values())}

@@ -13,6 +13,7 @@ as they are produced: no output state dict is ever held in memory. Shards follow
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
 from collections.abc import Sequence
@@ -103,11 +104,12 @@ class OutputTensor:
     shape: tuple[int, ...]
 
     @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
     def nbytes(self) -> int:
-        count = 1
-        for size in self.shape:
-            count *= size
-        return count * torch.empty((), dtype=self.dtype).element_size()
+        return self.numel * torch.empty((), dtype=self.dtype).element_size()
 
 
 def assign_shards(tensors: Sequence[OutputTensor], max_shard_bytes: int) -> list[list[OutputTensor]]:
