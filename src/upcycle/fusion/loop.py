@@ -1,0 +1,276 @@
+"""The ColD Fusion loop (Don-Yehiya et al., 2023): contributors finetune the shared base, the repository fuses.
+
+Iteration i draws K contributors (seeded, so a rerun draws the same ones); each finetunes the current base
+on its own data in its own worker and sends back weights; the repository checks them, fuses the bodies with
+the merge engine (task heads dropped; a uniform average by default) into the next base and, every
+``eval_every`` iterations, finetunes it on held-out targets to measure its gain over the vanilla base. With
+``rollback`` an iteration whose gain falls more than ``tolerance`` points below the current base's is
+rejected and the next iteration starts again from the current base.
+
+Everything is kept under the run folder, and ``fusion.json`` is rewritten atomically after each step::
+
+    OUT/fusion.json                          the run's definition and one record per finished iteration
+    OUT/iter-001/contributors/<name>/        each contributor's finetuned weights (written atomically)
+    OUT/iter-001/fused/                      the fused base (written atomically)
+
+A crash anywhere resumes with the same command: finished contributions, fusions and evaluations are found
+and reused, only the missing work runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..checkpoints import Checkpoint, resolve_checkpoint
+from ..errors import CheckpointError, ConfigError, MergeError, UpcycleError
+from ..finetune import CheckpointRef
+from ..protocols import Protocol
+from ..store import Store
+from ..suites import Suite
+from .contributor import (
+    Contribution,
+    ContributionRequest,
+    Contributor,
+    finished_contribution,
+)
+from .workers import Workers
+
+STATE_FILE = "fusion.json"
+MERGE_METHODS = {"average": "linear", "task_arithmetic": "task_arithmetic", "ties": "ties",
+                 "dare_ties": "dare_ties", "dare_linear": "dare_linear"}
+MODEL_PARAMETERS = {"weight", "density"}
+Log = Callable[[str], None]
+
+
+class FusionConfig(BaseModel):
+    """One fusion run. Everything but ``iterations`` must match to resume a run folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    base: CheckpointRef
+    contributors: tuple[Contributor, ...] = Field(min_length=2)
+    iterations: int = Field(ge=1)
+    per_iteration: int = Field(ge=1)
+    seed: int = 0
+    protocol: Protocol
+    merge_method: str = "average"
+    merge_parameters: dict[str, float] = Field(default_factory=dict)
+    eval_targets: tuple[str, ...] = ()
+    eval_every: int = Field(default=1, ge=1)
+    eval_seeds: int = Field(default=2, ge=1)
+    eval_protocol: Protocol
+    rollback: bool = False
+    tolerance: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FusionConfig:
+        names = [c.name for c in self.contributors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two contributors share a name ({', '.join(names)})")
+        if self.per_iteration > len(self.contributors):
+            raise ValueError(f"per_iteration {self.per_iteration} exceeds the {len(names)} contributors")
+        if self.merge_method not in MERGE_METHODS:
+            raise ValueError(f"merge_method must be one of {sorted(MERGE_METHODS)}, got {self.merge_method}")
+        suite = Suite("fusion", self.eval_targets)
+        seen = [(c, Path(t).name) for c in names for t in self.eval_targets if suite.overlaps(c, Path(t).name)]
+        if seen:
+            pairs = ", ".join(f"{c} and {t}" for c, t in seen)
+            raise ValueError(f"evaluation targets must be held out from every contributor: {pairs} share data")
+        if self.rollback and not self.eval_targets:
+            raise ValueError("rollback needs evaluation targets to judge an iteration by")
+        return self
+
+    def draw(self, iteration: int) -> list[Contributor]:
+        """The contributors of ``iteration`` (1-based): K of them, seeded by (seed, iteration), in list order."""
+        rng = np.random.default_rng([self.seed, iteration])
+        chosen = sorted(rng.choice(len(self.contributors), self.per_iteration, replace=False).tolist())
+        return [self.contributors[i] for i in chosen]
+
+    def contributor_seed(self, iteration: int, contributor: Contributor) -> int:
+        return self.seed * 1_000_000 + iteration * 1_000 + self.contributors.index(contributor)
+
+    def resumable_with(self, other: FusionConfig) -> bool:
+        return self.model_dump(exclude={"iterations"}) == other.model_dump(exclude={"iterations"})
+
+
+class IterationRecord(BaseModel):
+    """A finished iteration: who contributed, what was fused, how it scored, whether it became the base."""
+
+    iteration: int
+    base_fingerprint: str
+    contributors: list[str]
+    rejected: dict[str, str] = Field(default_factory=dict)
+    fused_path: str
+    fused_fingerprint: str
+    avg_gain: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    accepted: bool = True
+
+
+class FusionState(BaseModel):
+    config: FusionConfig
+    iterations: list[IterationRecord] = Field(default_factory=list)
+
+    def current_base(self) -> tuple[str, str]:
+        """(path, fingerprint) of the base the next iteration starts from: the last accepted fusion."""
+        accepted = [r for r in self.iterations if r.accepted]
+        if not accepted:
+            return self.config.base.reference, self.config.base.fingerprint
+        return accepted[-1].fused_path, accepted[-1].fused_fingerprint
+
+    def current_gain(self) -> float:
+        """The evaluated gain of the current base (the vanilla base's is 0 by definition)."""
+        evaluated = [r.avg_gain for r in self.iterations if r.accepted and r.avg_gain is not None]
+        return evaluated[-1] if evaluated else 0.0
+
+
+def load_state(out: Path, config: FusionConfig) -> FusionState:
+    """The run folder's state, or a fresh one; a folder holding a different run is an error."""
+    file = out / STATE_FILE
+    if not file.exists():
+        return FusionState(config=config)
+    try:
+        state = FusionState.model_validate_json(file.read_text())
+    except ValueError as error:
+        raise ConfigError(f"{file}: not a readable fusion state ({str(error).splitlines()[0]}); "
+                          "move it away to start over.") from None
+    if not state.config.resumable_with(config):
+        raise ConfigError(f"{out} holds another fusion run (its settings differ); use another --out to start a "
+                          "new one, or the same settings to resume it.")
+    return state.model_copy(update={"config": config})
+
+
+def save_state(out: Path, state: FusionState) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = out / f".{STATE_FILE}.tmp"
+    temporary.write_text(state.model_dump_json(indent=2) + "\n")
+    os.replace(temporary, out / STATE_FILE)
+
+
+def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store: Store | None = None,
+               evaluate: Callable[[FusionState, int], tuple[float, float, float]] | None = None,
+               log: Log = lambda message: None) -> FusionState:
+    """Run (or resume) the loop to ``config.iterations``; returns the state with one record per iteration.
+
+    ``evaluate(state, iteration)`` returns (average gain, CI low, CI high) in points for the iteration's
+    fused base; it is called every ``eval_every`` iterations and on the last one. ``store``, when given,
+    gets every fused base registered in its zoo.
+    """
+    out = Path(out).resolve()
+    state = load_state(out, config)
+    for iteration in range(len(state.iterations) + 1, config.iterations + 1):
+        record = _iteration(state, out, iteration, workers, log)
+        if store is not None:
+            from ..api import register
+
+            register(store, resolve_checkpoint(record.fused_path), name=f"{config.name}-iter{iteration}")
+        if evaluate is not None and (iteration % config.eval_every == 0 or iteration == config.iterations):
+            gain, low, high = evaluate(state.model_copy(update={"iterations": [*state.iterations, record]}), iteration)
+            record = record.model_copy(update={"avg_gain": gain, "ci_low": low, "ci_high": high})
+            if config.rollback and gain < state.current_gain() - config.tolerance:
+                record = record.model_copy(update={"accepted": False})
+                log(f"iteration {iteration}: gain {gain:+.2f} is below the current base's "
+                    f"{state.current_gain():+.2f}; rolled back")
+        state.iterations.append(record)
+        save_state(out, state)
+    return state
+
+
+def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, log: Log) -> IterationRecord:
+    config = state.config
+    base_path, base_fingerprint = state.current_base()
+    base = CheckpointRef(reference=base_path, name=Path(base_path).name, fingerprint=base_fingerprint,
+                         model_type=config.base.model_type)
+    folder = out / f"iter-{iteration:03d}"
+    requests = [ContributionRequest(contributor=c, base=base, protocol=config.protocol,
+                                    seed=config.contributor_seed(iteration, c),
+                                    out=str(folder / "contributors" / c.name), iteration=iteration)
+                for c in config.draw(iteration)]
+    contributions: dict[str, Contribution] = {}
+    todo = []
+    for request in requests:
+        done = finished_contribution(request)
+        if done is not None:
+            contributions[request.contributor.name] = done
+        else:
+            todo.append(request)
+    log(f"iteration {iteration}: {', '.join(r.contributor.name for r in requests)} "
+        f"({len(requests) - len(todo)} already contributed, {len(todo)} to train)")
+    for contribution in workers.run(todo):
+        contributions[contribution.contributor] = contribution
+        log(f"iteration {iteration}: {contribution.contributor} contributed "
+            f"({contribution.n_train} examples, {contribution.train_seconds:.0f}s)")
+    ordered = [contributions[r.contributor.name] for r in requests]
+    accepted, rejected = _screen(ordered, base_fingerprint)
+    for name, reason in rejected.items():
+        log(f"iteration {iteration}: rejected {name}: {reason}")
+    fused = fuse(config, base_path, accepted, folder / "fused")
+    log(f"iteration {iteration}: fused {len(accepted)} contributions into {fused.path}")
+    return IterationRecord(iteration=iteration, base_fingerprint=base_fingerprint,
+                           contributors=[c.contributor for c in accepted], rejected=rejected,
+                           fused_path=str(fused.path), fused_fingerprint=fused.fingerprint)
+
+
+def _screen(contributions: list[Contribution], base_fingerprint: str) -> tuple[list[Contribution], dict[str, str]]:
+    """Keep the contributions that load, descend from this iteration's base and hold only finite weights."""
+    from ..merging.kernels import require_finite
+    from ..merging.tensor_io import MappedCheckpoint, read_entries
+
+    accepted, rejected = [], {}
+    for contribution in contributions:
+        try:
+            checkpoint = resolve_checkpoint(contribution.checkpoint_path)
+            if (checkpoint.provenance or {}).get("base_fingerprint") != base_fingerprint:
+                raise MergeError("it was not finetuned from this iteration's base")
+            entries = read_entries(checkpoint.weight_files)
+            with MappedCheckpoint(entries) as mapped:
+                for name, entry in entries.items():
+                    if entry.floating:
+                        require_finite(mapped.get(name), name=name, model=contribution.contributor)
+                        mapped.release(name)
+        except (CheckpointError, MergeError) as error:
+            rejected[contribution.contributor] = str(error)
+            continue
+        accepted.append(contribution)
+    if not accepted:
+        raise UpcycleError(f"No usable contribution this iteration: {rejected}")
+    return accepted, rejected
+
+
+def merge_config(config: FusionConfig, base_path: str, models: list[str]) -> dict[str, Any]:
+    """The merge engine's YAML (as a dict) for one fusion: uniform weights unless parameters say otherwise."""
+    method = MERGE_METHODS[config.merge_method]
+    per_model = {k: v for k, v in config.merge_parameters.items() if k in MODEL_PARAMETERS}
+    per_method = {k: v for k, v in config.merge_parameters.items() if k not in MODEL_PARAMETERS}
+    spec: dict[str, Any] = {"merge_method": method, "models": [{"model": m, "parameters": dict(per_model)}
+                                                               for m in models], "seed": config.seed}
+    if per_method:
+        spec["parameters"] = per_method
+    if method != "linear":
+        spec["base_model"] = base_path
+    return spec
+
+
+def fuse(config: FusionConfig, base_path: str, contributions: list[Contribution], out: Path) -> Checkpoint:
+    """Merge the contributions into ``out``, or return the fusion already there if it was made from exactly
+    these weights (by fingerprint, from its provenance)."""
+    from ..merging import merge
+
+    if out.exists():
+        try:
+            existing = resolve_checkpoint(out)
+            inputs = sorted(item["fingerprint"] for item in (existing.provenance or {}).get("inputs", []))
+            if inputs == sorted(c.fingerprint for c in contributions):
+                return existing
+        except CheckpointError:
+            pass
+    return merge(merge_config(config, base_path, [c.checkpoint_path for c in contributions]), out, overwrite=True)
