@@ -10,7 +10,7 @@ export UPCYCLE_DATA_DIR := $(abspath $(DATA))
 UPCYCLE := $(VENV)/bin/upcycle
 FAST := --set train_precision=bf16
 
-.PHONY: setup demo test bench throughput recycling selection merging merge-vs-mergekit clean
+.PHONY: setup demo test bench throughput recycling selection merging fusion merge-vs-mergekit clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ selection: setup
 # merged MiniLM experts vs the experts and vanilla MiniLM (uses the recycling grid's store; resumable)
 merging: setup
 	unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/merge_minilm.sh'
+
+# ColD Fusion of MiniLM: 6 contributors, 5 iterations, held-out evaluation, multitask baseline (resumable)
+fusion: setup
+	bash benchmarks/fusion_minilm.sh
 
 # upcycle merge vs mergekit 0.1.5 on 4 Llama-style models of 253M parameters (mergekit in its own venv)
 .venv-mergekit/.installed:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# ColD Fusion of MiniLM: 6 contributors, 5 iterations of 4, every fused base finetuned on 4 held-out targets
-# (2 seeds), against vanilla MiniLM and a multitask-finetuning baseline on the same contributor data. Writes
+# ColD Fusion of MiniLM: 6 contributors, 5 iterations of 4; the fused bases of iterations 1, 2, 4 and 5 finetuned on
+# 4 held-out targets (2 seeds), against vanilla MiniLM and a multitask-finetuning baseline on the same contributor data. Writes
 # benchmarks/results/fusion_minilm.csv and .md. Resumable: rerun after a crash and only missing work runs.
 #   bash benchmarks/fusion_minilm.sh          (or: make fusion)
 set -euo pipefail
@@ -15,6 +15,6 @@ CONTRIBUTORS=ag_news,dair_emotion,esnli,financial_phrasebank,mrpc,sst2
 FAST=(--set train_precision=bf16 --eval-set train_precision=bf16)
 
 "$UPCYCLE" fuse --db "$DB" --out "$OUT" --name fusion-minilm --base minilm --contributors "$CONTRIBUTORS" \
-  --iterations 5 --per-iteration 4 --eval-suite benchmarks/suites/fusion_minilm.yaml --eval-seeds 2 \
-  --set max_train=1000 --set epochs=1 "${FAST[@]}" --executor "${EXECUTOR:-local}"
+  --iterations 5 --per-iteration 4 --eval-suite benchmarks/suites/fusion_minilm.yaml --eval-seeds 2 --eval-every 2 \
+  --set max_train=1000 --set epochs=1 --set learning_rate=2e-4 "${FAST[@]}" --executor "${EXECUTOR:-local}"
 "$PY" benchmarks/fusion_minilm.py --db "$DB" --out "$OUT" --contributors "$CONTRIBUTORS"

@@ -670,9 +670,7 @@ def fuse(
     from .store import Store
     from .suites import load_suite
 
-    data_dir = os.environ.get("UPCYCLE_DATA_DIR")
-    members = tuple(Contributor.parse(item, Path(data_dir) if data_dir else None)
-                    for item in _split_list(contributors) or [])
+    members = tuple(Contributor.parse(item) for item in _split_list(contributors) or [])
     vanilla = resolve_checkpoint(base)
     targets = load_suite(eval_suite).targets if eval_suite else ()
     parameters = {key: float(value) for key, value in parse_overrides(merge_set or []).items()}

@@ -8,6 +8,7 @@ fingerprint, and how much was trained. No example, label or per-example output c
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -26,10 +27,13 @@ class Contributor(BaseModel):
 
     @classmethod
     def parse(cls, reference: str, data_dir: Path | None = None) -> Contributor:
-        """``NAME=PATH``, a path, or a task name in ``data_dir`` (the shared datasets); nothing is opened."""
+        """``NAME=PATH``, a path, or a task name in ``data_dir`` (default ``$UPCYCLE_DATA_DIR``); nothing is
+        opened."""
         name, sep, path = reference.partition("=")
         if sep:
             return cls(name=name.strip(), data=str(Path(path.strip()).expanduser().resolve()))
+        if data_dir is None and os.environ.get("UPCYCLE_DATA_DIR"):
+            data_dir = Path(os.environ["UPCYCLE_DATA_DIR"])
         candidate = Path(reference).expanduser()
         if data_dir is not None and not candidate.exists() and (data_dir / reference).exists():
             candidate = data_dir / reference
@@ -60,6 +64,7 @@ class Contribution(BaseModel):
     seed: int
     n_train: int | None = None  # None when the contribution was found already saved
     train_seconds: float = 0.0
+    worker_pid: int | None = None  # the process that trained it (never the driver's)
 
 
 def contribute(request: ContributionRequest) -> Contribution:
@@ -82,7 +87,7 @@ def contribute(request: ContributionRequest) -> Contribution:
     return Contribution(contributor=request.contributor.name, iteration=request.iteration,
                         checkpoint_path=str(saved.path), fingerprint=saved.fingerprint,
                         base_fingerprint=request.base.fingerprint, seed=request.seed, n_train=result.n_train,
-                        train_seconds=result.train_seconds)
+                        train_seconds=result.train_seconds, worker_pid=os.getpid())
 
 
 def finished_contribution(request: ContributionRequest) -> Contribution | None:

@@ -3,7 +3,7 @@
 Iteration i draws K contributors (seeded, so a rerun draws the same ones); each finetunes the current base
 on its own data in its own worker and sends back weights; the repository checks them, fuses the bodies with
 the merge engine (task heads dropped; a uniform average by default) into the next base and, every
-``eval_every`` iterations, finetunes it on held-out targets to measure its gain over the vanilla base. With
+``eval_every`` iterations (and the first and last), finetunes it on held-out targets to measure its gain over the vanilla base. With
 ``rollback`` an iteration whose gain falls more than ``tolerance`` points below the current base's is
 rejected and the next iteration starts again from the current base.
 
@@ -19,8 +19,8 @@ and reused, only the missing work runs.
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,8 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
     """Run (or resume) the loop to ``config.iterations``; returns the state with one record per iteration.
 
     ``evaluate(state, iteration)`` returns (average gain, CI low, CI high) in points for the iteration's
-    fused base; it is called every ``eval_every`` iterations and on the last one. ``store``, when given,
+    fused base; it is called on the first iteration (one-shot fusing), every ``eval_every`` iterations and on
+    the last one. ``store``, when given,
     gets every fused base registered in its zoo.
     """
     out = Path(out).resolve()
@@ -173,7 +174,8 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
             from ..api import register
 
             register(store, resolve_checkpoint(record.fused_path), name=f"{config.name}-iter{iteration}")
-        if evaluate is not None and (iteration % config.eval_every == 0 or iteration == config.iterations):
+        if evaluate is not None and (iteration == 1 or iteration % config.eval_every == 0
+                                     or iteration == config.iterations):
             gain, low, high = evaluate(state.model_copy(update={"iterations": [*state.iterations, record]}), iteration)
             record = record.model_copy(update={"avg_gain": gain, "ci_low": low, "ci_high": high})
             if config.rollback and gain < state.current_gain() - config.tolerance:
@@ -191,6 +193,7 @@ def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, 
     base = CheckpointRef(reference=base_path, name=Path(base_path).name, fingerprint=base_fingerprint,
                          model_type=config.base.model_type)
     folder = out / f"iter-{iteration:03d}"
+    _sweep_partials(folder)
     requests = [ContributionRequest(contributor=c, base=base, protocol=config.protocol,
                                     seed=config.contributor_seed(iteration, c),
                                     out=str(folder / "contributors" / c.name), iteration=iteration)
@@ -208,7 +211,7 @@ def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, 
     for contribution in workers.run(todo):
         contributions[contribution.contributor] = contribution
         log(f"iteration {iteration}: {contribution.contributor} contributed "
-            f"({contribution.n_train} examples, {contribution.train_seconds:.0f}s)")
+            f"({contribution.n_train} examples, {contribution.train_seconds:.0f}s, worker pid {contribution.worker_pid})")
     ordered = [contributions[r.contributor.name] for r in requests]
     accepted, rejected = _screen(ordered, base_fingerprint)
     for name, reason in rejected.items():
@@ -218,6 +221,12 @@ def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, 
     return IterationRecord(iteration=iteration, base_fingerprint=base_fingerprint,
                            contributors=[c.contributor for c in accepted], rejected=rejected,
                            fused_path=str(fused.path), fused_fingerprint=fused.fingerprint)
+
+
+def _sweep_partials(folder: Path) -> None:
+    """Remove what a killed run left half-written (atomic writes stage in ``.<name>.partial-*`` folders)."""
+    for partial in folder.glob("**/.*.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _screen(contributions: list[Contribution], base_fingerprint: str) -> tuple[list[Contribution], dict[str, str]]:

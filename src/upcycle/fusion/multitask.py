@@ -1,0 +1,96 @@
+"""The multitask baseline of ColD Fusion: one shared body finetuned on every contributor's data at once.
+
+This is what fusion is compared with when privacy is given up: all data in one place. Each task keeps its
+own classification head (a sequence classifier per task whose body is one shared module); each epoch goes
+through every task's training batches in one shuffled order, so tasks are sampled in proportion to their
+size. Only the body is saved (the bare model class), like a fused base.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..batching import collate, encode, micro_batches, train_batches
+from ..checkpoints import (
+    Checkpoint,
+    load_for_classification,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from ..errors import UpcycleError
+from ..finetune import MICRO_BATCH_TOKENS, configure_threads
+from ..protocols import Protocol
+from ..tasks import load_task
+from .contributor import Contributor
+
+
+def train_multitask(base: str | Checkpoint, sources: list[Contributor], out: str | Path, *, protocol: Protocol,
+                    seed: int = 0) -> Checkpoint:
+    """Finetune ``base`` on all ``sources`` together (``protocol``'s sample, epochs, learning rate) and save
+    the shared body to ``out``; an existing ``out`` made from the same settings is returned as is."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base)
+    settings = {"kind": "multitask", "base_fingerprint": checkpoint.fingerprint, "base_name": checkpoint.name,
+                "tasks": sorted(s.name for s in sources), "protocol": protocol.model_dump(), "seed": seed}
+    done = _existing(Path(out), settings)
+    if done is not None:
+        return done
+    configure_threads()
+    tokenizer = load_tokenizer(checkpoint)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tasks = [load_task(s.data, name=s.name).subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+             for s in sources]
+    models = [load_for_classification(checkpoint, task.label_names, seed + i) for i, task in enumerate(tasks)]
+    body = models[0].base_model
+    for model in models[1:]:
+        setattr(model, model.base_model_prefix, body)  # one body, a head per task
+    data = [encode(tokenizer, task.splits["train"], protocol.max_length, task.kind == "regression") for task in tasks]
+
+    parameters = list({id(p): p for model in models for p in model.parameters()}.values())
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": protocol.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
+    steps = sum(-(-len(d) // protocol.batch_size) for d in data) * protocol.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(np.ceil(steps * protocol.warmup_ratio)), steps)
+    rng = np.random.default_rng(seed)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16")
+    for model in models:
+        model.train()
+    for epoch in range(protocol.epochs):
+        schedule = [(t, batch) for t, d in enumerate(data)
+                    for batch in train_batches(d.lengths, protocol.batch_size, rng, protocol.length_grouping)]
+        for position in rng.permutation(len(schedule)):
+            t, indices = schedule[position]
+            for chunk in micro_batches(indices, data[t].lengths, MICRO_BATCH_TOKENS):
+                with autocast:
+                    loss = models[t](**collate(data[t], chunk, pad_id)).loss * (len(chunk) / len(indices))
+                if not torch.isfinite(loss):
+                    raise UpcycleError(f"Multitask training diverged on {tasks[t].name} in epoch {epoch + 1}.")
+                loss.backward()
+            if protocol.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, protocol.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    settings["n_train"] = {task.name: len(d) for task, d in zip(tasks, data, strict=True)}
+    return save_checkpoint(body, tokenizer, Path(out), settings, overwrite=True)
+
+
+def _existing(out: Path, settings: dict[str, Any]) -> Checkpoint | None:
+    if not out.exists():
+        return None
+    try:
+        found = resolve_checkpoint(out)
+    except UpcycleError:
+        return None
+    recorded = {key: (found.provenance or {}).get(key) for key in settings}
+    return found if recorded == json.loads(json.dumps(settings)) else None
