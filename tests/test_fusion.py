@@ -43,9 +43,13 @@ GUARDED: list[str] = []  # folders this process must not open (the driver side o
 
 def _guard(event: str, args: tuple) -> None:
     if GUARDED and event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], str | Path):
-        path = os.path.abspath(os.fspath(args[0]))
+        path = os.path.realpath(os.fspath(args[0]))  # symlinks resolved on both sides (CI's ../shared is one)
         if any(path == g or path.startswith(g + os.sep) for g in GUARDED):
             raise PermissionError(f"the driver opened contributor data: {path}")
+
+
+def guard(*folders: str) -> None:
+    GUARDED[:] = [os.path.realpath(folder) for folder in folders]
 
 
 sys.addaudithook(_guard)
@@ -91,7 +95,7 @@ def body(folder: str | Path) -> dict[str, torch.Tensor]:
 
 def test_fusion_contributes_fuses_evaluates_and_registers(tiny, shared_data, tmp_path):
     config = fusion_config(tiny, shared_data)
-    GUARDED[:] = [c.data for c in config.contributors]
+    guard(*(c.data for c in config.contributors))
     try:
         with Store(tmp_path / "f.db") as store:
             state = run_fusion(config, tmp_path / "run", LocalWorkers(), store=store,
@@ -129,7 +133,7 @@ def test_the_guard_catches_a_driver_that_reads_contributor_data(tiny, shared_dat
     config = fusion_config(tiny, shared_data)
     request = ContributionRequest(contributor=config.contributors[0], base=config.base, protocol=config.protocol,
                                   seed=0, out=str(tmp_path / "c"), iteration=1)
-    GUARDED[:] = [config.contributors[0].data]
+    guard(config.contributors[0].data)
     try:
         with pytest.raises(UpcycleError, match="the driver opened contributor data"):
             contribute(request)  # in-process: this is what the local and Ray workers keep out of the driver

@@ -94,6 +94,11 @@ class FusionConfig(BaseModel):
         chosen = sorted(rng.choice(len(self.contributors), self.per_iteration, replace=False).tolist())
         return [self.contributors[i] for i in chosen]
 
+    def evaluates(self, iteration: int) -> bool:
+        """Whether ``iteration``'s fused base is evaluated: the first (one-shot fusing), every ``eval_every``-th
+        and the last."""
+        return iteration == 1 or iteration % self.eval_every == 0 or iteration == self.iterations
+
     def contributor_seed(self, iteration: int, contributor: Contributor) -> int:
         return self.seed * 1_000_000 + iteration * 1_000 + self.contributors.index(contributor)
 
@@ -128,7 +133,8 @@ class FusionState(BaseModel):
         return accepted[-1].fused_path, accepted[-1].fused_fingerprint
 
     def current_gain(self) -> float:
-        """The evaluated gain of the current base (the vanilla base's is 0 by definition)."""
+        """The last evaluated gain among accepted iterations (the vanilla base's is 0 by definition): what the
+        rollback gate compares a new iteration with."""
         evaluated = [r.avg_gain for r in self.iterations if r.accepted and r.avg_gain is not None]
         return evaluated[-1] if evaluated else 0.0
 
@@ -162,9 +168,8 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
     """Run (or resume) the loop to ``config.iterations``; returns the state with one record per iteration.
 
     ``evaluate(state, iteration)`` returns (average gain, CI low, CI high) in points for the iteration's
-    fused base; it is called on the first iteration (one-shot fusing), every ``eval_every`` iterations and on
-    the last one. ``store``, when given,
-    gets every fused base registered in its zoo.
+    fused base; it is called on the iterations :meth:`FusionConfig.evaluates`. ``store``, when given, gets
+    every fused base registered in its zoo.
     """
     out = Path(out).resolve()
     state = load_state(out, config)
@@ -174,8 +179,7 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
             from ..api import register
 
             register(store, resolve_checkpoint(record.fused_path), name=f"{config.name}-iter{iteration}")
-        if evaluate is not None and (iteration == 1 or iteration % config.eval_every == 0
-                                     or iteration == config.iterations):
+        if evaluate is not None and config.evaluates(iteration):
             gain, low, high = evaluate(state.model_copy(update={"iterations": [*state.iterations, record]}), iteration)
             record = record.model_copy(update={"avg_gain": gain, "ci_low": low, "ci_high": high})
             if config.rollback and gain < state.current_gain() - config.tolerance:
