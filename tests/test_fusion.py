@@ -187,7 +187,7 @@ def test_bad_settings_and_a_missing_dataset_are_clear_errors(tiny, shared_data, 
     missing = (Contributor(name="ghost", data=str(tmp_path / "nowhere")),
                Contributor(name="sst2", data=str(shared_data / "sst2")))
     config = fusion_config(tiny, shared_data, contributors=missing, iterations=1, eval_targets=())
-    with pytest.raises(UpcycleError, match="Contributor ghost failed.*not found"):
+    with pytest.raises(UpcycleError, match="contributor ghost \\(iteration 1\\) failed.*not found"):
         run_fusion(config, tmp_path / "run", LocalWorkers())
     assert not (tmp_path / "run" / STATE_FILE).exists()
 

@@ -90,11 +90,7 @@ def test_a_lost_raylet_becomes_one_line_that_says_how_to_resume():
     import ray.exceptions
 
     from upcycle.execute import _describe_failure
-    from upcycle.finetune import CheckpointRef, FinetuneSpec, TaskRef
-    from upcycle.protocols import get_protocol
 
-    spec = FinetuneSpec(base=CheckpointRef(reference="/m", name="expert", fingerprint="f", model_type="bert"),
-                        task=TaskRef(source="/t", name="cb", fingerprint="g"), seed=1, protocol=get_protocol("quick"))
-    message = _describe_failure(spec, ray.exceptions.LocalRayletDiedError())
+    message = _describe_failure("expert on cb (seed 1)", ray.exceptions.LocalRayletDiedError())
     assert message.startswith("Ray lost expert on cb (seed 1): LocalRayletDiedError")
     assert "rerun the same command to resume" in message and "\n" not in message

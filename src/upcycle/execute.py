@@ -7,12 +7,17 @@ jobs in flight, and rerunning the same specs resumes where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol as TypingProtocol
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from .errors import ConfigError, UpcycleError
 from .finetune import FinetuneResult, FinetuneSpec, ProgressCallback, run_finetune
 from .store import Store
+
+Job = TypeVar("Job", bound=BaseModel)
 
 
 class Executor(TypingProtocol):
@@ -67,31 +72,37 @@ class RayExecutor:
             raise UpcycleError(f"Could not connect to Ray at {where}: {error}") from None
 
     def run(self, specs: list[FinetuneSpec]) -> Iterator[tuple[FinetuneSpec, FinetuneResult]]:
-        if not specs:
+        for spec, payload in self.map(_finetune_remote, specs, lambda s: f"{s.base.name} on {s.task.name} (seed {s.seed})"):
+            yield spec, FinetuneResult.model_validate_json(payload)
+
+    def map(self, function: Callable[[str], str], items: Sequence[Job], describe: Callable[[Job], str]
+            ) -> Iterator[tuple[Job, str]]:
+        """Run ``function(item.model_dump_json())`` as one Ray task per item and yield ``(item, returned JSON)``
+        as each finishes. A failure cancels the rest and raises UpcycleError naming ``describe(item)``."""
+        if not items:
             return
         import ray
 
         self.connect()
-        remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.max_retries)(_finetune_remote)
-        in_flight = {remote.remote(spec.model_dump_json()): spec for spec in specs}
+        remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.max_retries)(function)
+        in_flight = {remote.remote(item.model_dump_json()): item for item in items}
         while in_flight:
             finished, _ = ray.wait(list(in_flight), num_returns=1)
             for reference in finished:
-                spec = in_flight.pop(reference)
+                item = in_flight.pop(reference)
                 try:
                     payload = ray.get(reference)
                 except ray.exceptions.RayError as error:
                     for other in in_flight:
                         ray.cancel(other)
-                    raise UpcycleError(_describe_failure(spec, error)) from None
-                yield spec, FinetuneResult.model_validate_json(payload)
+                    raise UpcycleError(_describe_failure(describe(item), error)) from None
+                yield item, payload
 
 
-def _describe_failure(spec: FinetuneSpec, error: Exception) -> str:
-    """One line: which spec, what went wrong; a lost node or worker (not a bug in the spec) says how to resume."""
+def _describe_failure(what: str, error: Exception) -> str:
+    """One line: which job, what went wrong; a lost node or worker (not a bug in the job) says how to resume."""
     import ray
 
-    what = f"{spec.base.name} on {spec.task.name} (seed {spec.seed})"
     if isinstance(error, ray.exceptions.RayTaskError):
         cause = error.cause if isinstance(error.cause, Exception) else error
         return f"{what} failed on a Ray worker: {type(cause).__name__}: {cause}"

@@ -40,53 +40,35 @@ class LocalWorkers:
                 try:
                     payload = future.result()
                 except BrokenProcessPool:
-                    raise UpcycleError(f"The worker of contributor {request.contributor.name} died (iteration "
-                                       f"{request.iteration}). Finished contributions are kept; rerun to resume.") from None
-                except Exception as error:
+                    raise UpcycleError(f"The worker of {_label(request)} died. Finished contributions are kept; "
+                                       "rerun the same command to resume.") from None
+                except Exception as error:  # the worker's own exception, re-raised here by the pool
                     for other in futures:
                         other.cancel()
-                    raise UpcycleError(f"Contributor {request.contributor.name} failed (iteration "
-                                       f"{request.iteration}): {type(error).__name__}: {error}") from None
+                    raise UpcycleError(f"{_label(request)} failed: {type(error).__name__}: {error}") from None
                 yield Contribution.model_validate_json(payload)
 
 
 class RayWorkers:
-    """Every contribution as a Ray task (``cpus_per_task`` CPUs, retried if its worker dies).
+    """Every contribution as a Ray task (one CPU, retried if its worker dies), through
+    :meth:`upcycle.execute.RayExecutor.map`.
 
     The base and the output folder are paths, so the repository folder must be visible to every node (one
     machine, or a shared disk), as for :class:`upcycle.execute.RayExecutor`.
     """
 
-    def __init__(self, address: str | None = None, *, cpus_per_task: int = 1, max_retries: int = 2):
+    def __init__(self, address: str | None = None):
         from ..execute import RayExecutor
 
-        self._connector = RayExecutor(address)
-        self.cpus_per_task = cpus_per_task
-        self.max_retries = max_retries
+        self.ray = RayExecutor(address)
 
     def run(self, requests: list[ContributionRequest]) -> Iterator[Contribution]:
-        if not requests:
-            return
-        import ray
+        for _, payload in self.ray.map(contribute_json, requests, _label):
+            yield Contribution.model_validate_json(payload)
 
-        self._connector.connect()
-        remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=self.max_retries)(contribute_json)
-        in_flight = {remote.remote(r.model_dump_json()): r for r in requests}
-        while in_flight:
-            finished, _ = ray.wait(list(in_flight), num_returns=1)
-            for reference in finished:
-                request = in_flight.pop(reference)
-                try:
-                    payload = ray.get(reference)
-                except ray.exceptions.RayError as error:
-                    for other in in_flight:
-                        ray.cancel(other)
-                    cause = getattr(error, "cause", None) or error
-                    raise UpcycleError(f"Contributor {request.contributor.name} failed on Ray (iteration "
-                                       f"{request.iteration}): {type(cause).__name__}: "
-                                       f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''} "
-                                       "Finished contributions are kept; rerun to resume.") from None
-                yield Contribution.model_validate_json(payload)
+
+def _label(request: ContributionRequest) -> str:
+    return f"contributor {request.contributor.name} (iteration {request.iteration})"
 
 
 def make_workers(name: str, *, address: str | None = None, parallel: int = 1) -> Workers:
