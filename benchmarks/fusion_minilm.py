@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="the fusion run folder")
-    parser.add_argument("--contributors", required=True)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the .csv/.md/.json go")
     args = parser.parse_args()
 
     state = FusionState.model_validate_json((args.out / "fusion.json").read_text())
@@ -65,16 +65,15 @@ def main() -> None:
     grid = grid.assign(
         model=np.where(grid["is_base"], "vanilla",
                        np.where(grid["fingerprint"].isin(iteration_of), "fused", "multitask")),
-        iteration=grid["fingerprint"].map(iteration_of).fillna(0).astype(int),
+        # 0 for vanilla MiniLM, the fusion iteration for fused bases, empty for the multitask baseline
+        iteration=grid["fingerprint"].map(iteration_of).astype("Int64").mask(grid["is_base"], 0),
         gain=(grid["score"] - grid["target"].map(vanilla_mean)) * 100,
     )
-    grid.loc[grid["model"] == "multitask", "iteration"] = -1
-    table = grid.rename(columns={"target": "eval_task"})[
-        ["model", "iteration", "eval_task", "seed", "metric", "score", "gain"]]
-    table = table.sort_values(["iteration", "eval_task", "seed"], key=lambda c: c.replace(-1, 10**6)
-                              if c.name == "iteration" else c)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS / "fusion_minilm.csv", index=False, float_format="%.6g")
+    order = grid["model"].map({"vanilla": 0, "fused": 1, "multitask": 2})
+    table = grid.assign(order=order).sort_values(["order", "iteration", "target", "seed"]).rename(
+        columns={"target": "eval_task"})[["model", "iteration", "eval_task", "seed", "metric", "score", "gain"]]
+    args.results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.results / "fusion_minilm.csv", index=False, float_format="%.6g")
 
     base_scores = scores_by_target(vanilla)
     targets = sorted(base_scores)
@@ -82,7 +81,7 @@ def main() -> None:
     models = [("vanilla MiniLM", vanilla)] + [
         (f"iteration {r.iteration}" + (" (one-shot fusing)" if r.iteration == 1 else ""),
          grid[grid["fingerprint"] == r.fused_fingerprint]) for r in state.iterations if r.avg_gain is not None
-    ] + [(f"multitask ({epochs} epochs on all {len(config.contributors)} tasks)", grid[grid["model"] == "multitask"])]
+    ] + [(f"multitask ({epochs} epoch(s) on all {len(config.contributors)} tasks)", grid[grid["model"] == "multitask"])]
     for label, frame in models:
         own = scores_by_target(frame)
         gains = {t: (own[t].mean() - base_scores[t].mean()) * 100 for t in targets}
@@ -114,7 +113,7 @@ def main() -> None:
         f"`{config.eval_protocol.name}` protocol; gain = score minus vanilla MiniLM's mean score on the target, "
         "in points. Intervals: 95% bootstrap over targets and seeds (the vanilla seeds resampled too).",
         f"* Multitask baseline: one body trained on all {len(config.contributors)} contributors' data at once "
-        f"(a head per task, {epochs} epochs of {config.protocol.max_train} examples per task: "
+        f"(a head per task, {epochs} epoch(s) over {config.protocol.max_train} examples per task: "
         f"{epochs * len(config.contributors) * (config.protocol.max_train or 0)} example passes against the "
         f"contributors' {passes}).",
         "",
@@ -128,8 +127,8 @@ def main() -> None:
         f"[{vs_multitask[0]:+.2f}, {vs_multitask[1]:+.2f}].",
         "",
     ]
-    (RESULTS / "fusion_minilm.md").write_text("\n".join(lines))
-    (RESULTS / "fusion_minilm.json").write_text(json.dumps(
+    (args.results / "fusion_minilm.md").write_text("\n".join(lines))
+    (args.results / "fusion_minilm.json").write_text(json.dumps(
         {"summary": summary, "final_minus_one_shot_ci": vs_one_shot, "final_minus_multitask_ci": vs_multitask},
         indent=2) + "\n")
     print("\n".join(lines))

@@ -17,4 +17,4 @@ FAST=(--set train_precision=bf16 --eval-set train_precision=bf16)
 "$UPCYCLE" fuse --db "$DB" --out "$OUT" --name fusion-minilm --base minilm --contributors "$CONTRIBUTORS" \
   --iterations 5 --per-iteration 4 --eval-suite benchmarks/suites/fusion_minilm.yaml --eval-seeds 2 --eval-every 2 \
   --set max_train=1000 --set epochs=1 --set learning_rate=2e-4 "${FAST[@]}" --executor "${EXECUTOR:-local}"
-"$PY" benchmarks/fusion_minilm.py --db "$DB" --out "$OUT" --contributors "$CONTRIBUTORS"
+"$PY" benchmarks/fusion_minilm.py --db "$DB" --out "$OUT"
