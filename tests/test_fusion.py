@@ -17,6 +17,7 @@ from conftest import save_tiny_bert
 from safetensors.torch import load_file, save_file
 from test_ray_executor import ISOLATE, _can_unshare
 
+from upcycle.api import register
 from upcycle.bench import grid_frame
 from upcycle.checkpoints import resolve_checkpoint
 from upcycle.errors import ConfigError, UpcycleError
@@ -184,6 +185,10 @@ def test_bad_settings_and_a_missing_dataset_are_clear_errors(tiny, shared_data, 
         fusion_config(tiny, shared_data, per_iteration=4)
     with pytest.raises(ValueError, match="merge_method"):
         fusion_config(tiny, shared_data, merge_method="soup")
+    with Store(tmp_path / "taken.db") as store:  # another run's fused base already holds the zoo name
+        register(store, resolve_checkpoint(tiny), name="tinyfuse-iter1")
+        with pytest.raises(ConfigError, match="another --name"):
+            run_fusion(fusion_config(tiny, shared_data), tmp_path / "never", InProcess(), store=store)
     missing = (Contributor(name="ghost", data=str(tmp_path / "nowhere")),
                Contributor(name="sst2", data=str(shared_data / "sst2")))
     config = fusion_config(tiny, shared_data, contributors=missing, iterations=1, eval_targets=())

@@ -20,6 +20,7 @@ and reused, only the missing work runs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -173,6 +174,8 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
     """
     out = Path(out).resolve()
     state = load_state(out, config)
+    if store is not None:
+        _check_zoo_names(state, store)
     for iteration in range(len(state.iterations) + 1, config.iterations + 1):
         record = _iteration(state, out, iteration, workers, log)
         if store is not None:
@@ -189,6 +192,16 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
         state.iterations.append(record)
         save_state(out, state)
     return state
+
+
+def _check_zoo_names(state: FusionState, store: Store) -> None:
+    """Fused bases are registered as ``NAME-iterN``: refuse to start if another run's bases hold those names."""
+    ours = {r.fused_fingerprint for r in state.iterations}
+    pattern = re.compile(rf"{re.escape(state.config.name)}-iter\d+")
+    taken = [e for e in store.checkpoints() if pattern.fullmatch(e.name) and e.fingerprint not in ours]
+    if taken:
+        raise ConfigError(f"The zoo already has {taken[0].name} ({taken[0].fingerprint[:12]}, {taken[0].path}) from "
+                          f"another fusion run named '{state.config.name}'; choose another --name.")
 
 
 def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, log: Log) -> IterationRecord:
