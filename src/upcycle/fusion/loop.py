@@ -2,10 +2,10 @@
 
 Iteration i draws K contributors (seeded, so a rerun draws the same ones); each finetunes the current base
 on its own data in its own worker and sends back weights; the repository checks them, fuses the bodies with
-the merge engine (task heads dropped; a uniform average by default) into the next base and, every
-``eval_every`` iterations (and the first and last), finetunes it on held-out targets to measure its gain over the vanilla base. With
-``rollback`` an iteration whose gain falls more than ``tolerance`` points below the current base's is
-rejected and the next iteration starts again from the current base.
+the merge engine (task heads dropped; a uniform average by default) into the next base and, on the first,
+every ``eval_every``-th and the last iteration, finetunes it on held-out targets to measure its gain over
+the vanilla base. With ``rollback`` an iteration whose gain falls more than ``tolerance`` points below the
+current base's is rejected and the next iteration starts again from the current base.
 
 Everything is kept under the run folder, and ``fusion.json`` is rewritten atomically after each step::
 
