@@ -73,7 +73,6 @@ def contribute(request: ContributionRequest) -> Contribution:
     A contribution already saved at ``request.out`` from the same base and seed is returned as is, so a
     rerun after a crash never trains a finished contributor again.
     """
-    from ..checkpoints import resolve_checkpoint
     from ..finetune import FinetuneSpec, TaskRef, run_finetune
     from ..tasks import load_task
 
@@ -83,11 +82,10 @@ def contribute(request: ContributionRequest) -> Contribution:
     task = load_task(request.contributor.data, name=request.contributor.name)
     spec = FinetuneSpec(base=request.base, task=TaskRef.of(task), seed=request.seed, protocol=request.protocol)
     result = run_finetune(spec, save_to=request.out, task=task)
-    saved = resolve_checkpoint(request.out)
-    return Contribution(contributor=request.contributor.name, iteration=request.iteration,
-                        checkpoint_path=str(saved.path), fingerprint=saved.fingerprint,
-                        base_fingerprint=request.base.fingerprint, seed=request.seed, n_train=result.n_train,
-                        train_seconds=result.train_seconds, worker_pid=os.getpid())
+    saved = finished_contribution(request)
+    assert saved is not None, "run_finetune saved the weights with this base and seed in their provenance"
+    return saved.model_copy(update={"n_train": result.n_train, "train_seconds": result.train_seconds,
+                                    "worker_pid": os.getpid()})
 
 
 def finished_contribution(request: ContributionRequest) -> Contribution | None:
