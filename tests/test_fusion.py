@@ -33,7 +33,7 @@ from upcycle.fusion import (
     fusion_bench,
     run_fusion,
 )
-from upcycle.fusion.loop import STATE_FILE, load_state
+from upcycle.fusion.loop import STATE_FILE, load_state, merge_config
 from upcycle.leaderboard import build_leaderboard
 from upcycle.protocols import get_protocol
 from upcycle.store import Store
@@ -185,6 +185,12 @@ def test_bad_settings_and_a_missing_dataset_are_clear_errors(tiny, shared_data, 
         fusion_config(tiny, shared_data, per_iteration=4)
     with pytest.raises(ValueError, match="merge_method"):
         fusion_config(tiny, shared_data, merge_method="soup")
+    with pytest.raises(ValueError, match="unknown merge parameter"):
+        fusion_config(tiny, shared_data, merge_method="ties", merge_parameters={"densty": 0.5})
+    ties = fusion_config(tiny, shared_data, merge_method="ties", merge_parameters={"density": 0.5, "lambda": 1.0})
+    spec = merge_config(ties, "BASE", ["a", "b"])
+    assert spec["merge_method"] == "ties" and spec["base_model"] == "BASE" and spec["parameters"] == {"lambda": 1.0}
+    assert all(m["parameters"] == {"density": 0.5} for m in spec["models"])
     with Store(tmp_path / "taken.db") as store:  # another run's fused base already holds the zoo name
         register(store, resolve_checkpoint(tiny), name="tinyfuse-iter1")
         with pytest.raises(ConfigError, match="another --name"):

@@ -673,7 +673,10 @@ def fuse(
     members = tuple(Contributor.parse(item) for item in _split_list(contributors) or [])
     vanilla = resolve_checkpoint(base)
     targets = load_suite(eval_suite).targets if eval_suite else ()
-    parameters = {key: float(value) for key, value in parse_overrides(merge_set or []).items()}
+    try:
+        parameters = {key: float(value) for key, value in parse_overrides(merge_set or []).items()}
+    except (TypeError, ValueError):
+        raise UpcycleError(f"--merge-set takes numbers (density=0.5, lambda=1.0), got {merge_set}.") from None
     try:
         config = FusionConfig(
             name=name or out.name, base=CheckpointRef.of(vanilla), contributors=members, iterations=iterations,

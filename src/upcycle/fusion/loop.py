@@ -47,6 +47,7 @@ STATE_FILE = "fusion.json"
 MERGE_METHODS = {"average": "linear", "task_arithmetic": "task_arithmetic", "ties": "ties",
                  "dare_ties": "dare_ties", "dare_linear": "dare_linear"}
 MODEL_PARAMETERS = {"weight", "density"}
+METHOD_PARAMETERS = {"lambda", "normalize"}
 Log = Callable[[str], None]
 
 
@@ -80,6 +81,10 @@ class FusionConfig(BaseModel):
             raise ValueError(f"per_iteration {self.per_iteration} exceeds the {len(names)} contributors")
         if self.merge_method not in MERGE_METHODS:
             raise ValueError(f"merge_method must be one of {sorted(MERGE_METHODS)}, got {self.merge_method}")
+        unknown = sorted(set(self.merge_parameters) - MODEL_PARAMETERS - METHOD_PARAMETERS)
+        if unknown:  # caught here, not after the contributors have trained
+            raise ValueError(f"unknown merge parameter(s) {unknown}; known: "
+                             f"{sorted(MODEL_PARAMETERS | METHOD_PARAMETERS)}")
         suite = Suite("fusion", self.eval_targets)
         seen = [(c, Path(t).name) for c in names for t in self.eval_targets if suite.overlaps(c, Path(t).name)]
         if seen:
