@@ -32,6 +32,7 @@ from upcycle.fusion import (
     contribute,
     fusion_bench,
     run_fusion,
+    train_multitask,
 )
 from upcycle.fusion.loop import STATE_FILE, load_state, merge_config
 from upcycle.leaderboard import build_leaderboard
@@ -262,3 +263,16 @@ def test_contributors_and_evaluation_run_as_ray_tasks_on_a_local_cluster(tiny, s
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     (record,) = state["iterations"]
     assert sorted(record["contributors"]) == ["mrpc", "sst2"] and record["avg_gain"] is not None
+
+
+def test_multitask_baseline_trains_one_body_on_every_task(tiny, shared_data, tmp_path):
+    sources = [Contributor(name=n, data=str(shared_data / n)) for n in ("sst2", "stsb")]  # classes and regression
+    protocol = get_protocol("quick", TINY)
+    trained = train_multitask(tiny, sources, tmp_path / "mt", protocol=protocol)
+    assert trained.config["architectures"] == ["BertModel"]
+    assert trained.provenance["n_train"] == {"sst2": 48, "stsb": 48}
+    moved = body(trained.path)
+    start = body(tiny)
+    assert set(moved) == set(start) and any(not torch.equal(moved[n], start[n]) for n in moved)
+    again = train_multitask(tiny, sources, tmp_path / "mt", protocol=protocol)  # found, not trained again
+    assert again.fingerprint == trained.fingerprint

@@ -291,46 +291,61 @@ def _fit(
     return seconds, epochs_run, best_validation
 
 
+def adamw_with_schedule(parameters: list, protocol: Protocol, learning_rate: float, total_steps: int):
+    """AdamW without weight decay on biases and LayerNorm weights (``ndim < 2``), and a linear schedule that
+    warms up over ``protocol.warmup_ratio`` of ``total_steps`` and decays to 0. Returns (optimizer, scheduler)."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": protocol.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    warmup = int(np.ceil(total_steps * protocol.warmup_ratio))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol: Protocol, parameters: list,
+               optimizer, scheduler, where: str) -> None:
+    """One optimizer step on the examples ``indices`` of ``data``: micro-batches of at most
+    ``MICRO_BATCH_TOKENS`` padded tokens accumulate the batch's mean-loss gradient, then clip, step, schedule.
+    ``where`` names the step in the error raised when the loss is not finite."""
+    import torch
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16")
+    for chunk in micro_batches(indices, data.lengths, MICRO_BATCH_TOKENS):
+        batch = collate(data, chunk, pad_id)
+        with autocast:
+            # the loss is a mean over examples: weighting each chunk by its share gives the batch mean
+            loss = model(**batch).loss * (len(chunk) / len(indices))
+        if not torch.isfinite(loss):
+            raise UpcycleError(f"Training diverged: the loss became {loss.item()} in {where}.")
+        loss.backward()
+    if protocol.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, protocol.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 class _Trainer:
     """AdamW (no decay on biases and LayerNorm weights) with linear warmup and decay, per-batch padding."""
 
     def __init__(self, model, train: Encoded, protocol: Protocol, learning_rate: float, seed: int, pad_id: int):
-        import torch
-        from transformers import get_linear_schedule_with_warmup
-
         self.model, self.train, self.protocol, self.pad_id = model, train, protocol, pad_id
         self.rng = np.random.default_rng(seed)
-        decay, no_decay = [], []
-        for parameter in model.parameters():  # biases and LayerNorm weights are not decayed
-            (no_decay if parameter.ndim < 2 else decay).append(parameter)
-        groups = [{"params": decay, "weight_decay": protocol.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
+        self.parameters = list(model.parameters())
         steps_per_epoch = -(-len(train) // protocol.batch_size)
-        total = steps_per_epoch * protocol.epochs
-        warmup = int(np.ceil(total * protocol.warmup_ratio))
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, total)
+        self.optimizer, self.scheduler = adamw_with_schedule(self.parameters, protocol, learning_rate,
+                                                             steps_per_epoch * protocol.epochs)
 
     def train_epoch(self, epoch: int, progress: ProgressCallback | None) -> None:
-        import torch
-
         self.model.train()
         batches = train_batches(self.train.lengths, self.protocol.batch_size, self.rng, self.protocol.length_grouping)
         done = 0
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.protocol.train_precision == "bf16")
         for indices in batches:
-            for chunk in micro_batches(indices, self.train.lengths, MICRO_BATCH_TOKENS):
-                batch = collate(self.train, chunk, self.pad_id)
-                with autocast:
-                    # the loss is a mean over examples: weighting each chunk by its share gives the batch mean
-                    loss = self.model(**batch).loss * (len(chunk) / len(indices))
-                if not torch.isfinite(loss):
-                    raise UpcycleError(f"Training diverged: the loss became {loss.item()} in epoch {epoch + 1}.")
-                loss.backward()
-            if self.protocol.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.protocol.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            train_step(self.model, self.train, indices, self.pad_id, self.protocol, self.parameters, self.optimizer,
+                       self.scheduler, f"epoch {epoch + 1}")
             done += len(indices)
             if progress is not None:
                 progress(f"train epoch {epoch + 1}/{self.protocol.epochs}", done, len(self.train))

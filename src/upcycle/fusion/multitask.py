@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..batching import collate, encode, micro_batches, train_batches
+from ..batching import encode, train_batches
 from ..checkpoints import (
     Checkpoint,
     load_for_classification,
@@ -23,7 +23,7 @@ from ..checkpoints import (
     save_checkpoint,
 )
 from ..errors import UpcycleError
-from ..finetune import MICRO_BATCH_TOKENS, configure_threads
+from ..finetune import adamw_with_schedule, configure_threads, train_step
 from ..protocols import Protocol
 from ..tasks import load_task
 from .contributor import Contributor
@@ -33,9 +33,6 @@ def train_multitask(base: str | Checkpoint, sources: list[Contributor], out: str
                     seed: int = 0) -> Checkpoint:
     """Finetune ``base`` on all ``sources`` together (``protocol``'s sample, epochs, learning rate) and save
     the shared body to ``out``; an existing ``out`` made from the same settings is returned as is."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
     checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base)
     settings = {"kind": "multitask", "base_fingerprint": checkpoint.fingerprint, "base_name": checkpoint.name,
                 "tasks": sorted(s.name for s in sources), "protocol": protocol.model_dump(), "seed": seed}
@@ -54,15 +51,10 @@ def train_multitask(base: str | Checkpoint, sources: list[Contributor], out: str
     data = [encode(tokenizer, task.splits["train"], protocol.max_length, task.kind == "regression") for task in tasks]
 
     parameters = list({id(p): p for model in models for p in model.parameters()}.values())
-    decay = [p for p in parameters if p.ndim >= 2]
-    no_decay = [p for p in parameters if p.ndim < 2]
-    learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": protocol.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
     steps = sum(-(-len(d) // protocol.batch_size) for d in data) * protocol.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(np.ceil(steps * protocol.warmup_ratio)), steps)
+    optimizer, scheduler = adamw_with_schedule(parameters, protocol,
+                                               protocol.learning_rate_for(checkpoint.arch.model_type), steps)
     rng = np.random.default_rng(seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16")
     for model in models:
         model.train()
     for epoch in range(protocol.epochs):
@@ -70,17 +62,8 @@ def train_multitask(base: str | Checkpoint, sources: list[Contributor], out: str
                     for batch in train_batches(d.lengths, protocol.batch_size, rng, protocol.length_grouping)]
         for position in rng.permutation(len(schedule)):
             t, indices = schedule[position]
-            for chunk in micro_batches(indices, data[t].lengths, MICRO_BATCH_TOKENS):
-                with autocast:
-                    loss = models[t](**collate(data[t], chunk, pad_id)).loss * (len(chunk) / len(indices))
-                if not torch.isfinite(loss):
-                    raise UpcycleError(f"Multitask training diverged on {tasks[t].name} in epoch {epoch + 1}.")
-                loss.backward()
-            if protocol.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, protocol.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(models[t], data[t], indices, pad_id, protocol, parameters, optimizer, scheduler,
+                       f"epoch {epoch + 1} ({tasks[t].name})")
     settings["n_train"] = {task.name: len(d) for task, d in zip(tasks, data, strict=True)}
     return save_checkpoint(body, tokenizer, Path(out), settings, overwrite=True)
 
