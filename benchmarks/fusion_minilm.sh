@@ -4,11 +4,7 @@
 # benchmarks/results/fusion_minilm.csv and .md. Resumable: rerun after a crash and only missing work runs.
 #   bash benchmarks/fusion_minilm.sh          (or: make fusion)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export UPCYCLE_DATA_DIR="${UPCYCLE_DATA_DIR:-$(realpath ../shared/datasets)}"
-UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
-PY="${PY:-.venv/bin/python}"
+source "$(dirname "$0")/env.sh"
 DB="${DB:-runs/recycling_minilm/upcycle.db}"   # shares vanilla MiniLM's cells with the other MiniLM benches
 OUT="${OUT:-runs/fusion_minilm}"
 CONTRIBUTORS=ag_news,dair_emotion,esnli,financial_phrasebank,mrpc,sst2

@@ -7,11 +7,7 @@
 # same way benchmarks/recycling_minilm.sh builds them). With Ray, run in a private network namespace:
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/merge_minilm.sh'
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export UPCYCLE_DATA_DIR="${UPCYCLE_DATA_DIR:-$(realpath ../shared/datasets)}"
-UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
-PY="${PY:-.venv/bin/python}"
+source "$(dirname "$0")/env.sh"
 GRID="${GRID:-runs/recycling_minilm}"
 FAST=(--set train_precision=bf16)
 

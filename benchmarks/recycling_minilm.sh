@@ -6,10 +6,7 @@
 # On machines that allow only loopback traffic, run Ray in a private network namespace (../shared/RAY.md):
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/recycling_minilm.sh'
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export UPCYCLE_DATA_DIR="${UPCYCLE_DATA_DIR:-$(realpath ../shared/datasets)}"
-UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
+source "$(dirname "$0")/env.sh"
 RUN="${RUN:-runs/recycling_minilm}"
 DB="$RUN/upcycle.db"
 # bf16 autocast training: 2.6x faster than fp32 at equal accuracy (benchmarks/results/finetune_speed.json)

@@ -6,10 +6,7 @@
 # On machines that allow only loopback traffic, run the grid's Ray workers in a private network namespace:
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export UPCYCLE_DATA_DIR="${UPCYCLE_DATA_DIR:-$(realpath ../shared/datasets)}"
-UPCYCLE="${UPCYCLE:-.venv/bin/upcycle}"
+source "$(dirname "$0")/env.sh"
 RUN="${RUN:-runs/recycling_minilm}"
 
 bash benchmarks/recycling_minilm.sh

@@ -111,15 +111,18 @@ def _describe_failure(what: str, error: Exception) -> str:
             "rerun the same command to resume.")
 
 
+def check_executor(name: str, address: str | None) -> None:
+    """Refuse an unknown ``--executor``, and a ``--ray-address`` given to the local one."""
+    if name not in ("local", "ray"):
+        raise ConfigError(f"Unknown executor '{name}': use local or ray.")
+    if name == "local" and address is not None:
+        raise ConfigError("--ray-address only applies to --executor ray.")
+
+
 def make_executor(name: str, *, address: str | None = None, progress: ProgressCallback | None = None) -> Executor:
     """``local`` (in this process) or ``ray`` (the cluster at ``address``, or a new local instance)."""
-    if name == "local":
-        if address is not None:
-            raise ConfigError("--ray-address only applies to --executor ray.")
-        return LocalExecutor(progress)
-    if name == "ray":
-        return RayExecutor(address)
-    raise ConfigError(f"Unknown executor '{name}': use local or ray.")
+    check_executor(name, address)
+    return LocalExecutor(progress) if name == "local" else RayExecutor(address)
 
 
 def pending(specs: Iterable[FinetuneSpec], store: Store) -> list[FinetuneSpec]:

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol as TypingProtocol
 
-from ..errors import ConfigError, UpcycleError
+from ..errors import UpcycleError
 from .contributor import Contribution, ContributionRequest, contribute_json
 
 
@@ -73,10 +73,7 @@ def _label(request: ContributionRequest) -> str:
 
 def make_workers(name: str, *, address: str | None = None, parallel: int = 1) -> Workers:
     """``local`` (fresh processes on this machine) or ``ray`` (the cluster at ``address``, or a new one)."""
-    if name == "local":
-        if address is not None:
-            raise ConfigError("--ray-address only applies to --executor ray.")
-        return LocalWorkers(parallel)
-    if name == "ray":
-        return RayWorkers(address)
-    raise ConfigError(f"Unknown executor '{name}': use local or ray.")
+    from ..execute import check_executor
+
+    check_executor(name, address)
+    return LocalWorkers(parallel) if name == "local" else RayWorkers(address)
