@@ -24,16 +24,12 @@ from upcycle.api import register
 from upcycle.bench import Bench, grid_frame, plan_bench, run_bench
 from upcycle.execute import LocalExecutor
 from upcycle.fusion import FusionState, fusion_bench, train_multitask
-from upcycle.gains import bootstrap_gain_interval
+from upcycle.gains import bootstrap_gain_interval, scores_by_target
 from upcycle.store import Store
 from upcycle.suites import load_suite
 
 RESULTS = Path("benchmarks/results")
 WIDE_SUITE = "benchmarks/suites/fusion_minilm_wide.yaml"
-
-
-def scores_by_target(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {target: rows.sort_values("seed")["score"].to_numpy(float) for target, rows in frame.groupby("target")}
 
 
 def run(bench: Bench, store: Store) -> pd.DataFrame:

@@ -16,10 +16,14 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def scores_by_target(cells: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``{target: scores over seeds}`` of some grid rows (one candidate's, or the base's)."""
+    return {target: rows["score"].to_numpy(float) for target, rows in cells.groupby("target")}
+
+
 def baseline_scores(grid: pd.DataFrame) -> dict[str, np.ndarray]:
     """``{target: base scores over seeds}``."""
-    base = grid[grid["is_base"]]
-    return {target: rows["score"].to_numpy(float) for target, rows in base.groupby("target")}
+    return scores_by_target(grid[grid["is_base"]])
 
 
 def gain_matrix(grid: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +75,7 @@ def summarize(grid: pd.DataFrame, expected: dict[str, set[tuple[str, int]]], *, 
     base_cells = set(zip(base_rows["target"], base_rows["seed"]))
     rows = []
     for fingerprint, own in grid[~grid["is_base"]].groupby("fingerprint"):
-        measured = {t: r["score"].to_numpy(float) for t, r in own.groupby("target") if t in base}
+        measured = {t: scores for t, scores in scores_by_target(own).items() if t in base}
         if not measured:
             continue
         per_target = gains.loc[fingerprint].dropna()
