@@ -35,21 +35,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from upcycle.batching import encode  # noqa: E402
 from upcycle.checkpoints import (  # noqa: E402
     load_for_classification,
     load_tokenizer,
     resolve_checkpoint,
 )
-from upcycle.finetune import (  # noqa: E402
-    FinetuneSpec,
-    compute_metrics,
-    configure_threads,
-    predict,
-    run_finetune,
-)
 from upcycle.protocols import PRESETS  # noqa: E402
+from upcycle.specs import FinetuneSpec
 from upcycle.tasks import load_task  # noqa: E402
+from upcycle.training import compute_metrics, configure_threads, predict, run_finetune
+from upcycle.training.batching import encode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"

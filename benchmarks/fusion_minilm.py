@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from upcycle.api import register
-from upcycle.bench import Bench, grid_frame, plan_bench, run_bench
 from upcycle.execute import LocalExecutor
 from upcycle.fusion import FusionState, fusion_bench, train_multitask
-from upcycle.gains import bootstrap_gain_interval, scores_by_target
+from upcycle.ranking import Bench, grid_frame, plan_bench, run_bench
+from upcycle.ranking.gains import bootstrap_gain_interval, scores_by_target
 from upcycle.store import Store
-from upcycle.suites import load_suite
+from upcycle.tasks import load_suite
+from upcycle.zoo import register
 
 RESULTS = Path("benchmarks/results")
 WIDE_SUITE = "benchmarks/suites/fusion_minilm_wide.yaml"

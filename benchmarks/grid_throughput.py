@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from upcycle.execute import LocalExecutor, RayExecutor, run_specs
-from upcycle.finetune import FinetuneSpec
+from upcycle.specs import FinetuneSpec
 from upcycle.store import Store
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from upcycle.api import register
-from upcycle.bench import grid_frame, load_bench
 from upcycle.checkpoints import resolve_checkpoint
-from upcycle.features import Sample
 from upcycle.merging import merge
-from upcycle.probes import embed
+from upcycle.ranking import grid_frame, load_bench
+from upcycle.selection.context import Sample
 from upcycle.store import Store
 from upcycle.tasks import load_task
+from upcycle.training import embed
+from upcycle.zoo import register
 
 SOURCES = ("ag_news", "dair_emotion", "esnli", "sst2")
 LAMBDAS = (0.2, 0.4, 0.6, 0.8, 1.0)

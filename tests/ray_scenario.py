@@ -50,7 +50,7 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def finetune_workers() -> list[int]:
-    found = subprocess.run(["pgrep", "-f", "ray::_finetune_remote"], capture_output=True, text=True).stdout.split()
+    found = subprocess.run(["pgrep", "-f", "ray::finetune_json"], capture_output=True, text=True).stdout.split()
     return [int(pid) for pid in found]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from upcycle.analysis import (
+from upcycle.ranking.analysis import (
     additive_model,
     analyze,
     fraction_beating_base,

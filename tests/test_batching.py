@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from upcycle.batching import Encoded, collate, eval_batches, train_batches
+from upcycle.training.batching import Encoded, collate, eval_batches, train_batches
 
 
 def padded_tokens(batches, lengths):

@@ -10,25 +10,15 @@ import pytest
 import yaml
 from conftest import save_tiny_bert
 
-from upcycle.api import build_zoo
-from upcycle.bench import grid_frame, load_bench, plan_bench, run_bench
 from upcycle.errors import ConfigError
-from upcycle.gains import (
-    bootstrap_gain_interval,
-    gain_matrix,
-    integrity_problems,
-    summarize,
-)
-from upcycle.leaderboard import (
-    EXCLUDED,
-    build_leaderboard,
-    model_index,
-    to_csv,
-    to_json,
-    to_markdown,
-)
+from upcycle.ranking import build_leaderboard, gain_matrix, grid_frame, load_bench, plan_bench, run_bench, summarize
+from upcycle.ranking.gains import bootstrap_gain_interval, integrity_problems
+from upcycle.ranking.leaderboard import EXCLUDED
+from upcycle.report.leaderboard import to_csv, to_json, to_markdown
+from upcycle.report.model_card import model_index
 from upcycle.store import Store
-from upcycle.suites import BUILTIN, Suite, load_suite
+from upcycle.tasks import BUILTIN, Suite, load_suite
+from upcycle.zoo import build_zoo
 
 FAST = {"max_train": 48, "max_eval": 48, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
 
@@ -88,22 +78,22 @@ def test_bench_skips_overlapping_cells_resumes_and_ranks(zoo, tiny_bert, suite_f
     assert saved == bench
     board = build_leaderboard(saved, store, draws=200)
     assert board.cells_done == board.cells_total == len(bench.specs())
-    assert board.rows[0]["rank"] is None and board.rows[0]["fully_tested"]
+    assert board.rows[0].rank is None and board.rows[0].is_base and board.rows[0].fully_tested
     ranked = board.rows[1:]
-    assert [row["rank"] for row in ranked] == [1, 2]
-    assert ranked[0]["avg_gain"] >= ranked[1]["avg_gain"]
+    assert [row.rank for row in ranked] == [1, 2]
+    assert ranked[0].avg_gain >= ranked[1].avg_gain
     for row in ranked:
-        assert row["ci_low"] <= row["avg_gain"] <= row["ci_high"] and row["fully_tested"]
-        assert list(row["gains"].values()).count(EXCLUDED) == 1
+        assert row.ci_low <= row.avg_gain <= row.ci_high and row.fully_tested
+        assert list(row.values.values()).count(EXCLUDED) == 1
     markdown = to_markdown(board)
     assert "vanilla base" in markdown and EXCLUDED in markdown
     assert json.loads(to_json(board))["cells"]["done"] == len(bench.specs())
     assert to_csv(board).splitlines()[0].startswith("rank,candidate")
 
-    card = yaml.safe_load(model_index(store, ranked[0]["fingerprint"], ranked[0]["candidate"]))
+    card = yaml.safe_load(model_index(store, ranked[0].fingerprint, ranked[0].candidate))
     results = card["model-index"][0]["results"]
     assert {r["dataset"]["name"] for r in results} == {"cb", "rotten_tomatoes", "trec_fine"} - (
-        {"rotten_tomatoes"} if ranked[0]["source_task"] == "sst2" else {"trec_fine"})
+        {"rotten_tomatoes"} if ranked[0].source_task == "sst2" else {"trec_fine"})
     assert all(0 <= r["metrics"][0]["value"] <= 1 for r in results)
 
 
@@ -226,7 +216,7 @@ def test_suite_dataclass_custom_groups():
 
 def test_linear_probe_scores_separable_features_and_refuses_one_class():
     from upcycle.errors import TaskError
-    from upcycle.probes import linear_probe_score
+    from upcycle.training import linear_probe_score
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 20)
@@ -242,6 +232,6 @@ def test_plan_with_an_empty_zoo_benches_the_base_alone_and_bad_seeds_are_refused
         bench = plan_bench(store, base=str(tiny_bert), suite=str(suite_file), seeds=1, overrides=FAST)
         assert bench.candidates == () and len(bench.specs()) == 3
         board = build_leaderboard(bench, store)
-        assert len(board.rows) == 1 and board.cells_done == 0 and not board.rows[0]["fully_tested"]
+        assert len(board.rows) == 1 and board.cells_done == 0 and not board.rows[0].fully_tested
         with pytest.raises(ConfigError, match="at least 1"):
             plan_bench(store, base=str(tiny_bert), suite=str(suite_file), seeds=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 
 import pytest
@@ -11,9 +10,10 @@ from conftest import TINY_OVERRIDES, sentiment_rows, write_rows
 from upcycle import finetune
 from upcycle.checkpoints import resolve_checkpoint
 from upcycle.errors import ConfigError
-from upcycle.finetune import FinetuneSpec, run_finetune
-from upcycle.metrics import classification_metrics, regression_metrics
 from upcycle.protocols import PRESETS, get_protocol, parse_overrides
+from upcycle.specs import FinetuneSpec
+from upcycle.training import run_finetune
+from upcycle.training.metrics import classification_metrics, regression_metrics
 
 COLUMNS = {"text_column": "review", "label_column": "sentiment"}
 
@@ -123,11 +123,12 @@ def test_micro_batching_gives_the_same_training_as_whole_batches(tmp_path, senti
     from conftest import save_tiny_bert
     from safetensors.torch import load_file
 
-    engine = importlib.import_module("upcycle.finetune")  # the module; upcycle.finetune is the API function
+    from upcycle.training import loop
+
     base = save_tiny_bert(tmp_path / "no-dropout", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     spec = FinetuneSpec.create(base, sentiment_folder, overrides=TINY_OVERRIDES | {"epochs": 1}, **COLUMNS)
     whole = run_finetune(spec, save_to=tmp_path / "whole")
-    monkeypatch.setattr(engine, "MICRO_BATCH_TOKENS", 20)  # 2-3 examples per forward pass
+    monkeypatch.setattr(loop, "MICRO_BATCH_TOKENS", 20)  # 2-3 examples per forward pass
     chunked = run_finetune(spec, save_to=tmp_path / "chunked")
     assert chunked.metrics == whole.metrics
     first = load_file(tmp_path / "whole" / "model.safetensors")

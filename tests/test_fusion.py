@@ -17,17 +17,14 @@ from conftest import save_tiny_bert
 from safetensors.torch import load_file, save_file
 from test_ray_executor import ISOLATE, _can_unshare
 
-from upcycle.api import register
-from upcycle.bench import grid_frame
-from upcycle.checkpoints import resolve_checkpoint
+from upcycle.checkpoints import CheckpointRef, resolve_checkpoint
 from upcycle.errors import ConfigError, UpcycleError
-from upcycle.finetune import CheckpointRef
+from upcycle.execute import LocalExecutor, ProcessExecutor
 from upcycle.fusion import (
     Contribution,
     ContributionRequest,
     Contributor,
     FusionConfig,
-    LocalWorkers,
     bench_evaluator,
     contribute,
     fusion_bench,
@@ -35,9 +32,10 @@ from upcycle.fusion import (
     train_multitask,
 )
 from upcycle.fusion.loop import STATE_FILE, load_state, merge_config
-from upcycle.leaderboard import build_leaderboard
 from upcycle.protocols import get_protocol
+from upcycle.ranking import build_leaderboard, grid_frame
 from upcycle.store import Store
+from upcycle.zoo import register
 
 TINY = {"max_train": 48, "max_eval": 32, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
 GUARDED: list[str] = []  # folders this process must not open (the driver side of the privacy test)
@@ -57,16 +55,15 @@ def guard(*folders: str) -> None:
 sys.addaudithook(_guard)
 
 
-class InProcess:
+class InProcess(LocalExecutor):
     """Contributors run right here (no privacy): for tests of the loop's logic only."""
 
     def __init__(self):
         self.requests: list[ContributionRequest] = []
 
-    def run(self, requests):
-        self.requests.extend(requests)
-        for request in requests:
-            yield contribute(request)
+    def map(self, function, jobs, describe):
+        self.requests.extend(jobs)
+        yield from super().map(function, jobs, describe)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +97,7 @@ def test_fusion_contributes_fuses_evaluates_and_registers(tiny, shared_data, tmp
     guard(*(c.data for c in config.contributors))
     try:
         with Store(tmp_path / "f.db") as store:
-            state = run_fusion(config, tmp_path / "run", LocalWorkers(), store=store,
+            state = run_fusion(config, tmp_path / "run", ProcessExecutor(), store=store,
                                evaluate=bench_evaluator(store))
             bench = fusion_bench(state, store, [r.fused_path for r in state.iterations])
             grid = grid_frame(bench, store)
@@ -126,7 +123,7 @@ def test_fusion_contributes_fuses_evaluates_and_registers(tiny, shared_data, tmp
     # evaluated against the vanilla base on the held-out target, registered, on the leaderboard
     assert set(grid["candidate"]) == {"tiny", "tinyfuse-iter1", "tinyfuse-iter2"}
     assert zoo["tinyfuse-iter2"].base_fingerprint == first.fused_fingerprint
-    assert {row["candidate"] for row in board.rows} >= {"tinyfuse-iter1", "tinyfuse-iter2"}
+    assert {row.candidate for row in board.rows} >= {"tinyfuse-iter1", "tinyfuse-iter2"}
     saved = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     assert len(saved["iterations"]) == 2
 
@@ -163,14 +160,15 @@ def test_bad_contributions_are_rejected_by_name_and_the_rest_fused(tiny, shared_
     config = fusion_config(tiny, shared_data, iterations=1, per_iteration=3, eval_targets=())
 
     class Corrupting(InProcess):
-        def run(self, requests):
-            for contribution in super().run(requests):
+        def map(self, function, jobs, describe):
+            for request, payload in super().map(function, jobs, describe):
+                contribution = Contribution.model_validate_json(payload)
                 if contribution.contributor == "mrpc":
                     file = Path(contribution.checkpoint_path) / "model.safetensors"
                     tensors = load_file(file)
                     tensors["bert.pooler.dense.weight"][0, 0] = float("nan")
                     save_file(tensors, file, metadata={"format": "pt"})
-                yield contribution
+                yield request, payload
 
     state = run_fusion(config, tmp_path / "run", Corrupting())
     (record,) = state.iterations
@@ -200,7 +198,7 @@ def test_bad_settings_and_a_missing_dataset_are_clear_errors(tiny, shared_data, 
                Contributor(name="sst2", data=str(shared_data / "sst2")))
     config = fusion_config(tiny, shared_data, contributors=missing, iterations=1, eval_targets=())
     with pytest.raises(UpcycleError, match="contributor ghost \\(iteration 1\\) failed.*not found"):
-        run_fusion(config, tmp_path / "run", LocalWorkers())
+        run_fusion(config, tmp_path / "run", ProcessExecutor())
     assert not (tmp_path / "run" / STATE_FILE).exists()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from upcycle.errors import ConfigError
-from upcycle.merging.config import load_config, plan_for
+from upcycle.merging import load_config
+from upcycle.merging.config import plan_for
 
 MERGEKIT_TIES = """
 models:

@@ -19,11 +19,11 @@ from upcycle.checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from upcycle.checkpoints.streaming import MappedCheckpoint
 from upcycle.cli import app
 from upcycle.errors import CheckpointError, ConfigError, MergeError
-from upcycle.merging import kernels, load_config, merge, plan_merge
-from upcycle.merging.engine import combine, tensor_seed
-from upcycle.merging.tensor_io import MappedCheckpoint
+from upcycle.merging import combine, kernels, load_config, merge, plan_merge
+from upcycle.merging.engine import tensor_seed
 
 
 def finetuned_variant(base: Path, folder: Path, seed: int, num_labels: int = 2, scale: float = 0.02,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from upcycle import finetune
-from upcycle.finetune import resolve_eval_precision
+from upcycle.training import resolve_eval_precision
 
 
 @pytest.mark.slow

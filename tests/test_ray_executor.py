@@ -21,12 +21,12 @@ import pytest
 import yaml
 from conftest import save_tiny_bert
 
-from upcycle.api import build_zoo
-from upcycle.bench import load_bench
 from upcycle.errors import ConfigError
 from upcycle.execute import RayExecutor, make_executor
 from upcycle.protocols import parse_overrides
+from upcycle.ranking import load_bench
 from upcycle.store import Store
+from upcycle.zoo import build_zoo
 
 SCENARIO = Path(__file__).with_name("ray_scenario.py")
 ISOLATE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]

@@ -10,23 +10,19 @@ import yaml
 from conftest import save_tiny_bert, sentiment_rows, write_rows
 from typer.testing import CliRunner
 
-from upcycle.api import build_zoo, zoo_add
-from upcycle.bench import plan_bench, run_bench
 from upcycle.cli import app
 from upcycle.errors import ConfigError, UpcycleError
-from upcycle.estimators import REGISTRY, SelectionContext, estimate
-from upcycle.estimators.prior import stored_gains
-from upcycle.features import Sample
-from upcycle.selection import overlapping, select
-from upcycle.selection_eval import (
-    RANDOM,
-    evaluate_selection,
-    results_json,
-    results_markdown,
-    summarize_selection,
-)
+from upcycle.ranking import plan_bench, run_bench
+from upcycle.report.selection import results_json, results_markdown
+from upcycle.selection import evaluate_selection, select
+from upcycle.selection.context import Sample, SelectionContext
+from upcycle.selection.estimate import estimate
+from upcycle.selection.estimators import ESTIMATORS
+from upcycle.selection.estimators.prior import stored_gains
+from upcycle.selection.evaluation import RANDOM, summarize_selection
 from upcycle.store import Store
-from upcycle.tasks import load_task
+from upcycle.tasks import load_task, overlapping
+from upcycle.zoo import build_zoo, zoo_add
 
 FAST = {"max_train": 48, "max_eval": 48, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
 SOURCES = ("sst2", "trec_coarse", "financial_phrasebank")
@@ -55,7 +51,7 @@ def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, sha
     target = load_task(shared_data / "poem_sentiment")
     context = SelectionContext(store=store, target=target, candidates=candidates, sample=Sample(n=64),
                                excluded_tasks=overlapping("poem_sentiment"))
-    for name in sorted(REGISTRY):
+    for name in ESTIMATORS.names():
         result = estimate(name, context)
         assert result.used == name, (name, result.notes)
         assert set(result.scores) == {c.fingerprint for c in candidates}

@@ -7,18 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from upcycle.estimators.combined import rank_fusion
-from upcycle.estimators.logme import log_evidence, logme, max_evidence
-from upcycle.estimators.retrieval import nearest_votes
-from upcycle.estimators.semb import mean_embedding_cosine
-from upcycle.features import BudgetExhausted, CostMeter, Sample
-from upcycle.selection_metrics import (
-    expected_best_of_top_k,
-    ndcg,
-    rank_correlations,
-    ranking_quality,
-    regret_at_k,
-)
+from upcycle.selection.context import BudgetExhausted, CostMeter, Sample
+from upcycle.selection.estimators.combined import rank_fusion
+from upcycle.selection.estimators.logme import log_evidence, logme, max_evidence
+from upcycle.selection.estimators.retrieval import nearest_votes
+from upcycle.selection.estimators.semb import mean_embedding_cosine
+from upcycle.selection.metrics import expected_best_of_top_k, ndcg, rank_correlations, ranking_quality, regret_at_k
 
 
 def direct_log_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
@@ -145,7 +139,7 @@ def test_cost_meter_charges_a_shared_resource_once_and_enforces_a_budget():
 def test_single_seed_brute_force_is_judged_against_the_other_seeds():
     import pandas as pd
 
-    from upcycle.selection_eval import single_seed_brute_force
+    from upcycle.selection.evaluation import single_seed_brute_force
 
     cells = pd.DataFrame({
         "fingerprint": ["a", "b", "c"] * 2, "target": ["t"] * 6, "seed": [0, 0, 0, 1, 1, 1],

@@ -6,10 +6,12 @@ import sqlite3
 
 import pytest
 
+from upcycle.checkpoints import CheckpointRef
 from upcycle.errors import StoreError
-from upcycle.finetune import CheckpointRef, FinetuneResult, FinetuneSpec, TaskRef
 from upcycle.protocols import PRESETS
+from upcycle.specs import FinetuneResult, FinetuneSpec
 from upcycle.store import SCHEMA_VERSION, Store, migrate
+from upcycle.tasks import TaskRef
 
 
 def make_spec(seed: int = 0) -> FinetuneSpec:

@@ -1,7 +1,12 @@
 """upcycle: reuse finetuned language models instead of starting from scratch.
 
-The public names below are imported on first use (PEP 562), so ``upcycle merge`` does not pay for pandas,
-scipy or Ray and ``import upcycle`` stays cheap (the api functions excepted, see below).
+This module is the public API. The names below are imported on first use (PEP 562), so ``upcycle merge`` does
+not pay for pandas, scipy or Ray and ``import upcycle`` stays cheap. Where each name lives:
+
+- ``zoo``: finetune (recorded in the store), build_zoo, register, zoo_add
+- ``tasks``, ``checkpoints``, ``protocols``, ``specs``: the values every capability passes around
+- ``store`` and ``execute``: the SQLite records and the one executor (in-process, process pool, Ray)
+- ``ranking``, ``selection``, ``merging``, ``fusion``: one package per capability
 """
 
 from __future__ import annotations
@@ -12,28 +17,23 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "api": ("build_zoo", "finetune", "register", "zoo_add"),
-    "bench": ("Bench", "grid_frame", "load_bench", "plan_bench", "run_bench"),
-    "checkpoints": ("ArchKey", "Checkpoint", "resolve_checkpoint"),
+    "checkpoints": ("ArchKey", "Checkpoint", "CheckpointRef", "resolve_checkpoint"),
     "errors": ("CheckpointError", "ConfigError", "MergeError", "StoreError", "TaskError", "UpcycleError"),
-    "execute": ("LocalExecutor", "RayExecutor", "run_specs"),
-    "finetune": ("FinetuneResult", "FinetuneSpec", "run_finetune"),
-    "leaderboard": ("build_leaderboard",),
+    "execute": ("LocalExecutor", "ProcessExecutor", "RayExecutor", "run_specs"),
+    "fusion": ("FusionConfig", "run_fusion"),
     "merging": ("MergeConfig", "merge"),
     "protocols": ("PRESETS", "Protocol", "get_protocol"),
-    "selection": ("Selection", "select"),
-    "selection_eval": ("evaluate_selection",),
+    "ranking": ("Bench", "build_leaderboard", "grid_frame", "load_bench", "plan_bench", "run_bench"),
+    "report": ("analyze", "write_report"),
+    "selection": ("Selection", "evaluate_selection", "select"),
+    "specs": ("FinetuneResult", "FinetuneSpec"),
     "store": ("Store",),
-    "suites": ("Suite", "load_suite"),
-    "tasks": ("Split", "Task", "load_task"),
+    "tasks": ("Split", "Suite", "Task", "TaskRef", "load_suite", "load_task"),
+    "training": ("run_finetune",),
+    "zoo": ("build_zoo", "finetune", "register", "zoo_add"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
-
-
-# ``finetune`` names both a submodule and the api function; importing the submodule binds the module to the
-# package attribute, so the function is bound eagerly, after it (api is light: no torch or transformers)
-from .api import build_zoo, finetune, register, zoo_add  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -48,24 +48,18 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
 
-if TYPE_CHECKING:  # static analysers see the eager imports
-    from .bench import Bench, grid_frame, load_bench, plan_bench, run_bench
-    from .checkpoints import ArchKey, Checkpoint, resolve_checkpoint
-    from .errors import (
-        CheckpointError,
-        ConfigError,
-        MergeError,
-        StoreError,
-        TaskError,
-        UpcycleError,
-    )
-    from .execute import LocalExecutor, RayExecutor, run_specs
-    from .finetune import FinetuneResult, FinetuneSpec, run_finetune
-    from .leaderboard import build_leaderboard
+if TYPE_CHECKING:  # static analysers see the lazy imports
+    from .checkpoints import ArchKey, Checkpoint, CheckpointRef, resolve_checkpoint
+    from .errors import CheckpointError, ConfigError, MergeError, StoreError, TaskError, UpcycleError
+    from .execute import LocalExecutor, ProcessExecutor, RayExecutor, run_specs
+    from .fusion import FusionConfig, run_fusion
     from .merging import MergeConfig, merge
     from .protocols import PRESETS, Protocol, get_protocol
-    from .selection import Selection, select
-    from .selection_eval import evaluate_selection
+    from .ranking import Bench, build_leaderboard, grid_frame, load_bench, plan_bench, run_bench
+    from .report import analyze, write_report
+    from .selection import Selection, evaluate_selection, select
+    from .specs import FinetuneResult, FinetuneSpec
     from .store import Store
-    from .suites import Suite, load_suite
-    from .tasks import Split, Task, load_task
+    from .tasks import Split, Suite, Task, TaskRef, load_suite, load_task
+    from .training import run_finetune
+    from .zoo import build_zoo, finetune, register, zoo_add

@@ -6,7 +6,7 @@ Every failure caused by the user's input (a file, a column, a checkpoint, a flag
 
 from __future__ import annotations
 
-import os
+from pydantic import ValidationError
 
 
 class UpcycleError(Exception):
@@ -33,9 +33,7 @@ class ConfigError(UpcycleError):
     """A protocol or option value is invalid."""
 
 
-def offline_hint(*variables: str) -> str:
-    """`` Offline mode is on (NAME=1).`` for the first of ``variables`` set to 1, else an empty string."""
-    for name in variables:
-        if os.environ.get(name) == "1":
-            return f" Offline mode is on ({name}=1)."
-    return ""
+def validation_problems(error: ValidationError, where: str = "") -> str:
+    """pydantic's errors as one line: ``field.path: message; other: message`` (``where`` names a whole-model
+    error, whose location is empty)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or where}: {e['msg']}" for e in error.errors())

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, validation_problems
 
 
 class Protocol(BaseModel):
@@ -63,8 +63,7 @@ class Protocol(BaseModel):
         try:
             return Protocol.model_validate(data)
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise ConfigError(f"Invalid protocol override: {problems}.") from None
+            raise ConfigError(f"Invalid protocol override: {validation_problems(error)}.") from None
 
 
 PRESETS: dict[str, Protocol] = {

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError
-from .finetune import FinetuneResult, FinetuneSpec
+from .specs import FinetuneResult, FinetuneSpec
 
 DEFAULT_DB = "upcycle.db"
 

@@ -9,12 +9,18 @@ fingerprint, and how much was trained. No example, label or per-example output c
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from ..finetune import CheckpointRef
+from ..checkpoints import CheckpointRef, resolve_checkpoint
+from ..errors import CheckpointError
+from ..execute import Executor
 from ..protocols import Protocol
+from ..specs import FinetuneSpec
+from ..tasks import TaskRef, load_task
+from ..training import run_finetune
 
 
 class Contributor(BaseModel):
@@ -73,9 +79,6 @@ def contribute(request: ContributionRequest) -> Contribution:
     A contribution already saved at ``request.out`` from the same base and seed is returned as is, so a
     rerun after a crash never trains a finished contributor again.
     """
-    from ..finetune import FinetuneSpec, TaskRef, run_finetune
-    from ..tasks import load_task
-
     done = finished_contribution(request)
     if done is not None:
         return done
@@ -91,9 +94,6 @@ def contribute(request: ContributionRequest) -> Contribution:
 def finished_contribution(request: ContributionRequest) -> Contribution | None:
     """The contribution saved at ``request.out`` if it was made from this base and seed (weights are written
     atomically, so a folder that resolves is complete), else None. Reads only the checkpoint's own files."""
-    from ..checkpoints import resolve_checkpoint
-    from ..errors import CheckpointError
-
     if not Path(request.out).exists():
         return None
     try:
@@ -109,5 +109,16 @@ def finished_contribution(request: ContributionRequest) -> Contribution | None:
 
 
 def contribute_json(request_json: str) -> str:
-    """What a worker process or Ray task runs: JSON in, JSON out."""
+    """What an executor runs for one contributor: the request's JSON in, the contribution's JSON out."""
     return contribute(ContributionRequest.model_validate_json(request_json)).model_dump_json()
+
+
+def describe_request(request: ContributionRequest) -> str:
+    return f"contributor {request.contributor.name} (iteration {request.iteration})"
+
+
+def run_contributions(executor: Executor, requests: list[ContributionRequest]) -> Iterator[Contribution]:
+    """Run each request as an ``executor`` job (only the request crosses over) and yield contributions as
+    they finish."""
+    for _, payload in executor.map(contribute_json, requests, describe_request):
+        yield Contribution.model_validate_json(payload)

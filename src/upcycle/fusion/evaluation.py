@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..bench import Bench, expected_cells, grid_frame, plan_bench, run_bench
 from ..execute import Executor
-from ..finetune import FinetuneResult
-from ..gains import summarize
+from ..ranking import Bench, expected_cells, grid_frame, plan_bench, run_bench, summarize
+from ..specs import FinetuneResult
 from ..store import Store
-from ..suites import Suite
+from ..tasks import Suite
 from .loop import FusionState
 
 

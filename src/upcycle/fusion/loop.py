@@ -29,25 +29,25 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..checkpoints import Checkpoint, resolve_checkpoint
+from ..checkpoints import Checkpoint, CheckpointRef, resolve_checkpoint
+from ..checkpoints.streaming import MappedCheckpoint, read_entries
 from ..errors import CheckpointError, ConfigError, MergeError, UpcycleError
-from ..finetune import CheckpointRef
+from ..execute import Executor
+from ..merging import merge, require_finite
+from ..merging.methods import FUSION_METHODS, FUSION_PARAMETERS, MODEL_PARAMETERS
 from ..protocols import Protocol
 from ..store import Store
-from ..suites import Suite
+from ..tasks import Suite
+from ..zoo import register
 from .contributor import (
     Contribution,
     ContributionRequest,
     Contributor,
     finished_contribution,
+    run_contributions,
 )
-from .workers import Workers
 
 STATE_FILE = "fusion.json"
-MERGE_METHODS = {"average": "linear", "task_arithmetic": "task_arithmetic", "ties": "ties",
-                 "dare_ties": "dare_ties", "dare_linear": "dare_linear"}
-MODEL_PARAMETERS = {"weight", "density"}
-METHOD_PARAMETERS = {"lambda", "normalize"}
 Log = Callable[[str], None]
 
 
@@ -79,12 +79,11 @@ class FusionConfig(BaseModel):
             raise ValueError(f"two contributors share a name ({', '.join(names)})")
         if self.per_iteration > len(self.contributors):
             raise ValueError(f"per_iteration {self.per_iteration} exceeds the {len(names)} contributors")
-        if self.merge_method not in MERGE_METHODS:
-            raise ValueError(f"merge_method must be one of {sorted(MERGE_METHODS)}, got {self.merge_method}")
-        unknown = sorted(set(self.merge_parameters) - MODEL_PARAMETERS - METHOD_PARAMETERS)
+        if self.merge_method not in FUSION_METHODS:
+            raise ValueError(f"merge_method must be one of {sorted(FUSION_METHODS)}, got {self.merge_method}")
+        unknown = sorted(set(self.merge_parameters) - FUSION_PARAMETERS)
         if unknown:  # caught here, not after the contributors have trained
-            raise ValueError(f"unknown merge parameter(s) {unknown}; known: "
-                             f"{sorted(MODEL_PARAMETERS | METHOD_PARAMETERS)}")
+            raise ValueError(f"unknown merge parameter(s) {unknown}; known: {sorted(FUSION_PARAMETERS)}")
         suite = Suite("fusion", self.eval_targets)
         seen = [(c, Path(t).name) for c in names for t in self.eval_targets if suite.overlaps(c, Path(t).name)]
         if seen:
@@ -168,10 +167,13 @@ def save_state(out: Path, state: FusionState) -> None:
     os.replace(temporary, out / STATE_FILE)
 
 
-def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store: Store | None = None,
+def run_fusion(config: FusionConfig, out: str | Path, executor: Executor, *, store: Store | None = None,
                evaluate: Callable[[FusionState, int], tuple[float, float, float]] | None = None,
                log: Log = lambda message: None) -> FusionState:
     """Run (or resume) the loop to ``config.iterations``; returns the state with one record per iteration.
+
+    Contributors run as jobs of ``executor`` (:class:`~upcycle.execute.ProcessExecutor` keeps their data out
+    of this process; :class:`~upcycle.execute.RayExecutor` spreads them over a cluster).
 
     ``evaluate(state, iteration)`` returns (average gain, CI low, CI high) in points for the iteration's
     fused base; it is called on the iterations :meth:`FusionConfig.evaluates`. ``store``, when given, gets
@@ -182,10 +184,8 @@ def run_fusion(config: FusionConfig, out: str | Path, workers: Workers, *, store
     if store is not None:
         _check_zoo_names(state, store)
     for iteration in range(len(state.iterations) + 1, config.iterations + 1):
-        record = _iteration(state, out, iteration, workers, log)
+        record = _iteration(state, out, iteration, executor, log)
         if store is not None:
-            from ..api import register
-
             register(store, resolve_checkpoint(record.fused_path), name=f"{config.name}-iter{iteration}")
         if evaluate is not None and config.evaluates(iteration):
             gain, low, high = evaluate(state.model_copy(update={"iterations": [*state.iterations, record]}), iteration)
@@ -209,7 +209,7 @@ def _check_zoo_names(state: FusionState, store: Store) -> None:
                           f"another fusion run named '{state.config.name}'; choose another --name.")
 
 
-def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, log: Log) -> IterationRecord:
+def _iteration(state: FusionState, out: Path, iteration: int, executor: Executor, log: Log) -> IterationRecord:
     config = state.config
     base_path, base_fingerprint = state.current_base()
     base = CheckpointRef(reference=base_path, name=Path(base_path).name, fingerprint=base_fingerprint,
@@ -230,7 +230,7 @@ def _iteration(state: FusionState, out: Path, iteration: int, workers: Workers, 
             todo.append(request)
     log(f"iteration {iteration}: {', '.join(r.contributor.name for r in requests)} "
         f"({len(requests) - len(todo)} already contributed, {len(todo)} to train)")
-    for contribution in workers.run(todo):
+    for contribution in run_contributions(executor, todo):
         contributions[contribution.contributor] = contribution
         log(f"iteration {iteration}: {contribution.contributor} contributed "
             f"({contribution.n_train} examples, {contribution.train_seconds:.0f}s, worker pid {contribution.worker_pid})")
@@ -253,9 +253,6 @@ def _sweep_partials(folder: Path) -> None:
 
 def _screen(contributions: list[Contribution], base_fingerprint: str) -> tuple[list[Contribution], dict[str, str]]:
     """Keep the contributions that load, descend from this iteration's base and hold only finite weights."""
-    from ..merging.kernels import require_finite
-    from ..merging.tensor_io import MappedCheckpoint, read_entries
-
     accepted, rejected = [], {}
     for contribution in contributions:
         try:
@@ -279,14 +276,14 @@ def _screen(contributions: list[Contribution], base_fingerprint: str) -> tuple[l
 
 def merge_config(config: FusionConfig, base_path: str, models: list[str]) -> dict[str, Any]:
     """The merge engine's YAML (as a dict) for one fusion: uniform weights unless parameters say otherwise."""
-    method = MERGE_METHODS[config.merge_method]
+    method = FUSION_METHODS[config.merge_method].name
     per_model = {k: v for k, v in config.merge_parameters.items() if k in MODEL_PARAMETERS}
     per_method = {k: v for k, v in config.merge_parameters.items() if k not in MODEL_PARAMETERS}
     spec: dict[str, Any] = {"merge_method": method, "models": [{"model": m, "parameters": dict(per_model)}
                                                                for m in models], "seed": config.seed}
     if per_method:
         spec["parameters"] = per_method
-    if method != "linear":
+    if FUSION_METHODS[config.merge_method].needs_base:
         spec["base_model"] = base_path
     return spec
 
@@ -294,8 +291,6 @@ def merge_config(config: FusionConfig, base_path: str, models: list[str]) -> dic
 def fuse(config: FusionConfig, base_path: str, contributions: list[Contribution], out: Path) -> Checkpoint:
     """Merge the contributions into ``out``, or return the fusion already there if it was made from exactly
     these weights (by fingerprint, from its provenance)."""
-    from ..merging import merge
-
     if out.exists():
         try:
             existing = resolve_checkpoint(out)

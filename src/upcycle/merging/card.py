@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, StrictUndefined
 
-from .preflight import MergePlan
+from .plan import MergePlan
 
 CARD = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True).from_string('''---
 {{ front_matter }}---

@@ -38,16 +38,11 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import ConfigError
+from ..errors import ConfigError, validation_problems
+from .methods import METHOD_NAMES, METHOD_PARAMETERS, METHODS, MODEL_PARAMETERS, MergeMethod
 
-Method = Literal["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"]
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the registered methods, for pydantic's message
 ParameterValue = float | bool | list[dict[str, Any]]
-NEEDS_BASE = {"task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"}
-# mergekit 0.1.5's defaults for ``normalize``: on for averaging and TIES, off for task arithmetic and both DAREs
-NORMALIZE_DEFAULT = {"linear": True, "task_arithmetic": False, "ties": True, "dare_linear": False,
-                     "dare_ties": False, "slerp": False}
-MODEL_KEYS = {"weight", "density"}
-METHOD_KEYS = {"lambda", "normalize", "t", "density", "weight"}
 
 
 def _only_known(value: dict[str, Any], known: set[str], what: str) -> dict[str, Any]:
@@ -66,7 +61,7 @@ class ModelEntry(BaseModel):
     @field_validator("parameters")
     @classmethod
     def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _only_known(value, MODEL_KEYS, "model")
+        return _only_known(value, MODEL_PARAMETERS, "model")
 
 
 class TensorRule(BaseModel):
@@ -103,15 +98,15 @@ class MergeConfig(BaseModel):
     @field_validator("parameters")
     @classmethod
     def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _only_known(value, METHOD_KEYS, "method")
+        return _only_known(value, METHOD_PARAMETERS, "method")
 
     @model_validator(mode="after")
     def _consistent(self) -> MergeConfig:
-        if self.merge_method in NEEDS_BASE and self.base_model is None:
+        if self.method.needs_base and self.base_model is None:
             raise ValueError(f"{self.merge_method} needs a base_model")
         if not self.merged_entries:
             raise ValueError("models lists nothing to merge besides the base_model")
-        if self.trim_scope == "model" and self.merge_method != "ties":
+        if self.trim_scope == "model" and not self.method.trims_by_magnitude:
             raise ValueError(f"trim_scope: model applies to ties (magnitude trimming), not {self.merge_method}")
         if self.merge_method == "slerp":
             others = [m for m in self.models if m.model != self.base_model]
@@ -122,10 +117,14 @@ class MergeConfig(BaseModel):
         return self
 
     @property
+    def method(self) -> MergeMethod:
+        return METHODS.get(self.merge_method)
+
+    @property
     def merged_entries(self) -> list[ModelEntry]:
         """The models whose tensors are combined. For ``linear`` that is every listed model; the other methods
         take the base apart (mergekit lists it among ``models`` at times) and combine the rest."""
-        if self.merge_method == "linear":
+        if not self.method.needs_base:
             return list(self.models)
         return [m for m in self.models if m.model != self.base_model]
 
@@ -185,7 +184,7 @@ def plan_for(config: MergeConfig, tensor: str) -> TensorPlan:
     t = value("t", {}, None)
     return TensorPlan(
         method=config.merge_method, weights=weights, densities=densities, lam=float(value("lambda", {}, 1.0)),
-        normalize=bool(value("normalize", {}, NORMALIZE_DEFAULT[config.merge_method])),
+        normalize=bool(value("normalize", {}, config.method.normalize)),
         t=None if t is None else float(t),
     )
 
@@ -208,5 +207,4 @@ def load_config(source: str | Path | dict[str, Any]) -> MergeConfig:
     try:
         return MergeConfig.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"{where}: {problems}.") from None
+        raise ConfigError(f"{where}: {validation_problems(error, 'config')}.") from None

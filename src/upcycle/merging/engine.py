@@ -27,19 +27,13 @@ from ..checkpoints import (
     atomic_directory,
     resolve_checkpoint,
 )
+from ..checkpoints.streaming import MappedCheckpoint, StreamingWriter
 from ..errors import MergeError
 from . import kernels
 from .card import config_yaml, model_card, provenance
 from .config import MergeConfig, TensorPlan, load_config
-from .preflight import (
-    TOKENIZER_FILES,
-    MergePlan,
-    ModelInfo,
-    PlannedTensor,
-    plan_merge,
-    trimmed_tensors,
-)
-from .tensor_io import MappedCheckpoint, StreamingWriter
+from .methods import METHODS
+from .plan import TOKENIZER_FILES, MergePlan, ModelInfo, PlannedTensor, plan_merge, trimmed_tensors
 from .threshold import kth_largest_magnitude
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
@@ -53,17 +47,16 @@ def combine(plan: TensorPlan, base: torch.Tensor | None, tensors: list[torch.Ten
     Shapes: ``base`` (*S) or None, ``tensors`` k x (*S) in the order of the config's merged models.
     ``thresholds``: per-model magnitude cuts computed over the whole model (TIES with ``trim_scope: model``).
     """
-    method = plan.method
-    if method == "linear":
+    method = METHODS.get(plan.method)
+    if method.kernel == "average":
         return kernels.weighted_average(tensors, plan.weights, normalize=plan.normalize)
     if base is None:
-        raise MergeError(f"{method} needs the base's value of every tensor.")
-    if method == "slerp":
+        raise MergeError(f"{method.name} needs the base's value of every tensor.")
+    if method.kernel == "slerp":
         return kernels.slerp(base, tensors[0], plan.t)
-    sparsify = {"task_arithmetic": None, "ties": "magnitude", "dare_linear": "dare", "dare_ties": "dare"}[method]
     return kernels.generalized_task_arithmetic(
-        base, tensors, plan.weights, density=plan.densities, sparsify=sparsify,
-        consensus=method in ("ties", "dare_ties"), normalize=plan.normalize, lam=plan.lam, generator=generator,
+        base, tensors, plan.weights, density=plan.densities, sparsify=method.sparsify,
+        consensus=method.consensus, normalize=plan.normalize, lam=plan.lam, generator=generator,
         thresholds=thresholds)
 
 

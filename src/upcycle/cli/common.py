@@ -1,0 +1,93 @@
+"""What every command shares: the app, the consoles, one-line errors, progress bars, and the options that several
+commands take (declared once here, so ``--db`` or ``--set`` mean the same everywhere)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import UpcycleError
+from ..specs import ProgressCallback
+
+app = typer.Typer(help="Reuse finetuned language models instead of starting from scratch.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).", envvar="UPCYCLE_DB")]
+ProtocolOption = Annotated[str, typer.Option(help="Preset: quick or paper.")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a protocol field: epochs=3.")]
+SeedOption = Annotated[int, typer.Option(help="Training seed (head init, batch order, dropout).")]
+BenchOption = Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")]
+ExecutorOption = Annotated[str, typer.Option(help="local or ray.")]
+RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: start one here).")]
+AllowPickleOption = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights. Only for trusted files.")]
+ProbeTargetOption = Annotated[str | None, typer.Option(help="Also rank by a linear probe on this task.")]
+ProbeExamplesOption = Annotated[int, typer.Option(help="Training examples for the probe.")]
+# how a table's columns are read (finetune and select take a user's own file)
+TextColumnOption = Annotated[str, typer.Option(help="Text column of a table.")]
+TextPairColumnOption = Annotated[str | None, typer.Option(help="Second text column (sentence pairs).")]
+LabelColumnOption = Annotated[str, typer.Option(help="Label column of a table.")]
+TaskTypeOption = Annotated[str, typer.Option(help="auto, classification or regression.")]
+TASK_TYPES = ("auto", "classification", "regression")
+
+
+def friendly_errors(command):
+    """Print an UpcycleError as one red line and exit 2; never a traceback for bad input."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UpcycleError as error:
+            errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress_bars(unit: str = "examples") -> Iterator[ProgressCallback]:
+    """A Rich progress display and a ``(phase, done, total)`` callback that drives one bar per phase."""
+    with Progress(
+        TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=errors, transient=False,
+    ) as progress:
+        bars: dict[str, int] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in bars:
+                bars[phase] = progress.add_task(phase, total=total)
+            progress.update(bars[phase], completed=done)
+
+        yield update
+
+
+def counter(description: str, total: int, completed: int = 0, *, eta: bool = True):
+    """A one-bar Rich progress display on stderr for a count of jobs; returns ``(progress, task id)``."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    progress = Progress(*columns, *([TimeRemainingColumn()] if eta else []), console=errors)
+    return progress, progress.add_task(description, total=total, completed=completed)
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` for ``option`` unless it is one of ``choices``."""
+    if value not in choices:
+        raise UpcycleError(f"{option} must be {', '.join(choices[:-1])} or {choices[-1]}, not '{value}'.")
+
+
+def warn(message: str) -> None:
+    errors.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)

@@ -1,0 +1,168 @@
+"""``upcycle bench | leaderboard | model-card | analyze | report``: the recycling grid and its views.
+
+pandas (and with it the ranking and report packages) is imported inside the commands, off the ``--help`` path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..errors import UpcycleError
+from ..execute import make_executor
+from ..protocols import get_protocol, parse_overrides
+from ..store import Store
+from ..zoo import resolve_candidate
+from .common import (
+    BenchOption,
+    DbOption,
+    ExecutorOption,
+    ProbeExamplesOption,
+    ProbeTargetOption,
+    ProtocolOption,
+    RayAddressOption,
+    SetOption,
+    app,
+    check_choice,
+    console,
+    counter,
+    errors,
+    friendly_errors,
+    split_list,
+)
+
+
+def _print_leaderboard(store: Store, grid, fmt: str) -> None:
+    from ..ranking import build_leaderboard  # lazy: pandas
+    from ..report.leaderboard import TABLE_NOTE, to_csv, to_json, to_markdown, to_table  # lazy: pandas
+
+    board = build_leaderboard(grid, store)
+    if fmt != "table":
+        render = {"csv": to_csv, "json": to_json, "markdown": to_markdown}[fmt]
+        print(render(board), end="")  # plain stdout: machine-readable, no Rich markup or wrapping
+        return
+    console.print(to_table(board))
+    console.print(TABLE_NOTE, style="dim")
+    for problem in board.problems:
+        errors.print(f"[yellow]integrity:[/] {escape(problem)}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def bench(
+    suite: Annotated[str, typer.Option(help="recycling, quick, or a YAML file listing targets.")] = "quick",
+    seeds: Annotated[int, typer.Option(help="Seeds per (candidate, target).")] = 2,
+    base: Annotated[str, typer.Option(help="The vanilla model that gains are measured against.")] = "minilm",
+    candidates: Annotated[str | None, typer.Option(
+        help="Comma-separated zoo names, fingerprints or paths (default: the whole zoo of the base's arch).")] = None,
+    protocol: ProtocolOption = "quick",
+    set_: SetOption = None,
+    name: Annotated[str | None, typer.Option(help="Bench name (default SUITE-BASE).")] = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    plan_only: Annotated[bool, typer.Option("--plan", help="Only save the grid and say what is left.")] = False,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Finetune every (candidate, target, seed) not stored yet, the vanilla base included; show the leaderboard."""
+    from ..ranking import plan_bench, run_bench  # lazy: pandas
+
+    chosen = get_protocol(protocol, parse_overrides(set_ or []))
+    runner = make_executor(executor, address=ray_address)
+    with Store(db) as store:
+        grid = plan_bench(store, base=base, suite=suite, seeds=seeds, protocol=chosen,
+                          candidates=split_list(candidates), name=name)
+        specs = grid.specs()
+        todo = len(specs) - len(store.scores([spec.key() for spec in specs]))
+        console.print(f"bench [bold]{escape(grid.name)}[/]: {len(grid.candidates)} candidates + base "
+                      f"{escape(grid.base.checkpoint.name)} x {len(grid.targets)} targets x {len(grid.seeds)} seeds "
+                      f"= {len(specs)} finetunes ({len(specs) - todo} stored, {todo} to run, {executor})",
+                      highlight=False)
+        if not plan_only and todo:
+            bar, job = counter("grid", len(specs), len(specs) - todo)
+            with bar:
+                for result, done, _ in run_bench(grid, store, runner):
+                    bar.update(job, completed=done)
+                    bar.console.print(f"{escape(result.base_name)} -> {escape(result.task_name)} seed {result.seed}: "
+                                      f"{result.metric} {result.score:.4f}", highlight=False)
+        _print_leaderboard(store, grid, "table")
+
+
+@app.command()
+@friendly_errors
+def leaderboard(
+    bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: every bench).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Only benches of this architecture key.")] = None,
+    format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table",
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Rank candidates by average gain over the vanilla base, per architecture, from stored results."""
+    from ..ranking import load_bench  # lazy: pandas
+    from ..report.leaderboard import FORMATS  # lazy: pandas
+
+    check_choice("--format", format_, FORMATS)
+    with Store(db) as store:
+        names = [bench_name] if bench_name else [row[0] for row in store.benches()]
+        grids = [load_bench(store, name) for name in names] if names else [load_bench(store)]
+        grids = [grid for grid in grids if arch is None or grid.arch == arch]
+        if not grids:
+            raise UpcycleError(f"No bench for architecture '{arch}'.")
+        for grid in grids:
+            _print_leaderboard(store, grid, format_)
+
+
+@app.command("model-card")
+@friendly_errors
+def model_card(
+    checkpoint: Annotated[str, typer.Argument(help="Zoo name, fingerprint prefix or checkpoint folder.")],
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Print a Hugging Face model-index block with the checkpoint's stored results as a starting point."""
+    from ..report.model_card import model_index  # lazy: pandas
+
+    with Store(db) as store:
+        entry = resolve_candidate(store, checkpoint)
+        print(model_index(store, entry.fingerprint, entry.name), end="")
+
+
+@app.command()
+@friendly_errors
+def analyze(
+    bench_name: BenchOption = None,
+    format_: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
+    probe_target: ProbeTargetOption = None,
+    probe_examples: ProbeExamplesOption = 500,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """The recycling study's findings on a bench: who beats the base, additive model, cheap signal, stability."""
+    from ..ranking import load_bench  # lazy: pandas
+    from ..report import analyze as run_analysis  # lazy: pandas
+    from ..report.bench import analysis_markdown  # lazy: pandas
+
+    check_choice("--format", format_, ("markdown", "json"))
+    with Store(db) as store:
+        grid = load_bench(store, bench_name)
+        result = run_analysis(store, grid, probe_target=probe_target, probe_examples=probe_examples)
+    print(json.dumps(result, indent=2) if format_ == "json" else analysis_markdown(grid, result), end="")
+
+
+@app.command()
+@friendly_errors
+def report(
+    out: Annotated[Path, typer.Option(help="Folder for the files.")],
+    prefix: Annotated[str, typer.Option(help="File name prefix.")],
+    bench_name: BenchOption = None,
+    probe_target: ProbeTargetOption = None,
+    probe_examples: ProbeExamplesOption = 500,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Write a bench's grid (PREFIX.csv), leaderboard (PREFIX_leaderboard.md) and analysis (.md, .json)."""
+    from ..report import write_report  # lazy: pandas
+
+    with Store(db) as store:
+        written = write_report(store, out, prefix, bench_name, probe_target=probe_target,
+                               probe_examples=probe_examples)
+    console.print(f"wrote {', '.join(path.name for path in written)} to {escape(str(out))}", highlight=False)

@@ -1,0 +1,157 @@
+"""``upcycle estimators | select | evaluate-selection``: which checkpoint to start from, and how well each
+estimator answers that. pandas (selection evaluation, reports) is imported inside the commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..protocols import parse_overrides
+from ..store import Store
+from .common import (
+    DbOption,
+    LabelColumnOption,
+    ProtocolOption,
+    SetOption,
+    TaskTypeOption,
+    TextColumnOption,
+    TextPairColumnOption,
+    app,
+    check_choice,
+    console,
+    counter,
+    friendly_errors,
+    progress_bars,
+    split_list,
+    warn,
+)
+
+
+@app.command()
+@friendly_errors
+def estimators() -> None:
+    """List the selection estimators (``upcycle select --estimator NAME``)."""
+    from ..selection.estimators import DEFAULT, ESTIMATORS  # lazy: pandas, scipy
+
+    table = Table(title="selection estimators")
+    for column in ("name", "what it measures", "falls back to"):
+        table.add_column(column)
+    for name, cls in ESTIMATORS.items():
+        table.add_row(f"{name} (default)" if name == DEFAULT else name, cls.summary, cls.fallback or "")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def select(
+    target: Annotated[str, typer.Argument(help="Your dataset: CSV/TSV/JSONL/Parquet file or folder, data-dir name or hub id.")],
+    candidates: Annotated[str | None, typer.Option(
+        help="Comma-separated zoo names, fingerprints or paths (default: every finetuned checkpoint in the zoo).")] = None,
+    estimator: Annotated[str | None, typer.Option(
+        help="Estimator (see `upcycle estimators`; default logme), or several joined by + for rank fusion.")] = None,
+    verify_top: Annotated[int, typer.Option(help="Finetune the top K and the vanilla base on TARGET to check.")] = 0,
+    budget: Annotated[float | None, typer.Option(
+        help="CPU seconds the estimation may spend per architecture; over it, a cheaper estimator takes over.")] = None,
+    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the target sample.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Seeds per verification finetune.")] = 1,
+    protocol: ProtocolOption = "quick",
+    set_: SetOption = None,
+    text_column: TextColumnOption = "text",
+    text_pair_column: TextPairColumnOption = None,
+    label_column: LabelColumnOption = "label",
+    task_type: TaskTypeOption = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Rank checkpoints as starting points for TARGET, cheaply; optionally verify the top K by finetuning."""
+    from ..selection import select as run_select  # lazy: pandas, scipy
+    from ..selection.estimators import DEFAULT  # lazy: pandas, scipy
+
+    check_choice("--format", fmt, ("table", "json"))
+    with Store(db) as store, progress_bars() as progress:
+        selections = run_select(
+            store, target, candidates=split_list(candidates), estimator=estimator or DEFAULT,
+            verify_top=verify_top, budget=budget, examples=examples, seed=seed, seeds=seeds, protocol=protocol,
+            overrides=parse_overrides(set_ or []), progress=progress if verify_top else None,
+            text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+            task_type=task_type,
+        )
+    if fmt == "json":
+        for message in (m for selection in selections for m in selection.estimate.notes):
+            warn(message)
+        console.print_json(json.dumps([selection.to_dict() for selection in selections]))
+        return
+    for selection in selections:
+        _print_selection(selection)
+
+
+def _print_selection(selection) -> None:
+    result = selection.estimate
+    used = result.used if result.used == result.requested else f"{result.used} (fallback for {result.requested})"
+    verified = {v.entry.fingerprint: v for v in selection.verified}
+    table = Table(title=f"starting points for {escape(selection.target)} ({escape(selection.arch)})")
+    for column in ("rank", "candidate", "source task", f"{used} score"):
+        table.add_column(column, justify="right" if column in ("rank",) else "left")
+    if verified:
+        table.add_column(f"measured {selection.metric}", justify="right")
+    for rank, (entry, score) in enumerate(selection.ranking, start=1):
+        cells = [str(rank), escape(entry.name), escape(entry.source_task or ""), f"{score:.4f}"]
+        if verified:
+            cells.append(f"{verified[entry.fingerprint].score:.4f}" if entry.fingerprint in verified else "")
+        table.add_row(*cells)
+    console.print(table)
+    for message in result.notes:
+        warn(message)
+    console.print(f"cost: {result.cpu_seconds:.1f} CPU s for this target"
+                  + (f" (+ {result.amortized_seconds:.1f} CPU s on source data, once per candidate)"
+                     if result.amortized_seconds else ""), highlight=False)
+    best = selection.measured_best
+    if best is not None:
+        base = next((v for v in selection.verified if v.is_base), None)
+        where = "the vanilla base" if best.is_base else f"predicted rank {best.predicted_rank}"
+        line = f"measured best: [bold]{escape(best.entry.name)}[/] {selection.metric} {best.score:.4f} ({where})"
+        if base is not None and not best.is_base:
+            line += f", {100 * (best.score - base.score):+.1f} points over {escape(base.entry.name)}"
+        console.print(line, highlight=False)
+
+
+@app.command("evaluate-selection")
+@friendly_errors
+def evaluate_selection(
+    bench_name: Annotated[str | None, typer.Option("--bench", help="Bench whose grid is the ground truth.")] = None,
+    estimators_: Annotated[str | None, typer.Option(
+        "--estimators", help="Comma-separated estimators (default: all).")] = None,
+    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the target samples.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write OUT.md and OUT.json (e.g. benchmarks/results/selection_minilm).")] = None,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Leave-one-target-out over a bench grid: Regret@1/3/5, NDCG, Spearman, Kendall and cost per estimator."""
+    from ..ranking import load_bench  # lazy: pandas
+    from ..report import write_atomic  # lazy: pandas
+    from ..report.selection import results_json, results_markdown  # lazy: pandas
+    from ..selection import evaluate_selection as run  # lazy: pandas, scipy
+    from ..selection.estimators import DEFAULT, ESTIMATORS  # lazy: pandas, scipy
+    from ..selection.evaluation import summarize_selection  # lazy: pandas, scipy
+
+    names = split_list(estimators_) or ESTIMATORS.names()
+    with Store(db) as store:
+        grid = load_bench(store, bench_name)
+        bar, job = counter("estimating", len(grid.targets) * len(names), eta=False)
+        with bar:
+            frame = run(store, grid, names, examples=examples, seed=seed,
+                        on_progress=lambda target, name, row: bar.advance(job))
+    summary = summarize_selection(frame)
+    default = DEFAULT if DEFAULT in names else names[0]
+    markdown = results_markdown(frame, summary, default, grid)
+    if out is not None:
+        write_atomic(out.with_suffix(".md"), markdown)
+        write_atomic(out.with_suffix(".json"), results_json(frame, summary, default))
+        console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    console.print(markdown, markup=False, highlight=False)

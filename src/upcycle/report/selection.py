@@ -1,0 +1,75 @@
+"""Selection-evaluation renderers: the committed JSON and the Markdown report. Pure functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..ranking import Bench
+from ..selection.evaluation import BRUTE_FORCE, RANDOM
+
+
+def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str) -> str:
+    """The committed result file: ``{"default", "candidates", "targets", "estimators": {NAME: {...}}}``."""
+    keys = ("regret_at_1", "regret_at_3", "regret_at_5", "ndcg", "spearman", "cost_fraction")
+    document = {
+        "default": default,
+        "candidates": int(frame["candidates"].max()),
+        "targets": int(frame["target"].nunique()),
+        "estimators": {name: {key: _round(entry[key]) for key in keys} | {
+            "kendall": _round(entry["kendall"]), "regret_at_1_ci": [_round(x) for x in entry["regret_at_1_ci"]],
+            "regret_at_3_ci": [_round(x) for x in entry["regret_at_3_ci"]],
+            "cpu_seconds_per_target": _round(entry["cpu_seconds_per_target"]),
+            "amortized_seconds": _round(entry["amortized_seconds"])} for name, entry in summary.items()},
+        "per_target": json.loads(frame.round(4).to_json(orient="records")),
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _round(value: float) -> float | None:
+    return None if value is None or np.isnan(value) else round(float(value), 4)
+
+
+def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str, bench: Bench) -> str:
+    """A Markdown report: the summary table (best Regret@3 first) and per-target Regret@3."""
+    targets = sorted(frame["target"].unique())
+    undefined = sorted(frame.loc[frame["regret_at_1"].isna(), "target"].unique())
+    lines = [
+        f"# Selecting starting points: {bench.name} ({bench.arch.split('(')[0]})",
+        "",
+        f"Leave-one-target-out over the stored grid: {int(frame['candidates'].max())} candidates, "
+        f"{len(targets)} targets, ground truth = mean test score over {len(bench.seeds)} seed(s) under "
+        f"protocol `{bench.protocol.name}`. Regret@k = (M - best true score in the predicted top k) / M x 100. "
+        "Cost = estimator CPU seconds / brute-force CPU seconds (finetuning every candidate once on the target). "
+        "Brackets: 95% bootstrap interval over targets. "
+        f"`{RANDOM}` is the exact expectation of a random order; `{BRUTE_FORCE}` picks by one seed's finetunes "
+        "of every candidate and is judged against the other seeds: the noise floor of this ground truth.",
+        "",
+        "| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | CPU s / target | fallbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(summary, key=lambda name: (summary[name]["regret_at_3"], summary[name]["regret_at_1"]))
+    for name in order:
+        entry = summary[name]
+        label = f"**{name}** (default)" if name == default else name
+        low1, high1 = entry["regret_at_1_ci"]
+        low3, high3 = entry["regret_at_3_ci"]
+        lines.append(
+            f"| {label} | {entry['regret_at_1']:.2f} [{low1:.1f}, {high1:.1f}] | {entry['regret_at_3']:.2f} "
+            f"[{low3:.1f}, {high3:.1f}] | {entry['regret_at_5']:.2f} | {entry['ndcg']:.3f} | "
+            f"{entry['spearman']:.3f} | {entry['kendall']:.3f} | {entry['cost_fraction'] * 100:.2f}% | "
+            f"{entry['cpu_seconds_per_target']:.1f} | {entry['fallbacks']} |"
+        )
+    if undefined:
+        lines += ["", f"Regret is undefined (best score <= 0) and left out of its means on: {', '.join(undefined)}."]
+    header = "| estimator | " + " | ".join(targets) + " |"
+    for metric, title in (("regret_at_1", "Regret@1"), ("regret_at_3", "Regret@3")):
+        lines += ["", f"## {title} per target", "", header, "|---|" + "---|" * len(targets)]
+        per_target = frame.pivot_table(index="estimator", columns="target", values=metric, aggfunc="mean")
+        for name in order:
+            cells = [("" if np.isnan(v) else f"{v:.1f}") for v in per_target.loc[name].reindex(targets)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,217 @@
+"""What an estimator reads: the :class:`SelectionContext` of one target, and encoder features of task samples,
+computed once per (checkpoint, task, sample) and cached in the store.
+
+One forward pass serves every estimator that reads frozen features (LogME, the linear probe, kNN, TextEmb).
+What a feature costs is recorded with it, in CPU seconds, so a cached feature is still charged at the price
+it was bought for: estimator costs do not depend on what happens to be cached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..checkpoints import resolve_checkpoint
+from ..errors import UpcycleError
+from ..store import Store, ZooEntry
+from ..tasks import Split, Task, TaskSource, load_task, sample_indices
+from ..training import embed
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Which examples of a task: up to ``n`` of ``split``, stratified for classification, fixed by ``seed``."""
+
+    n: int = 500
+    seed: int = 0
+    split: str = "train"
+    max_length: int = 128
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}:n={self.n}:seed={self.seed}:len={self.max_length}"
+
+    def take(self, task: Task) -> Split:
+        split = task.splits[self.split]
+        if len(split) <= self.n:
+            return split
+        return split.take(sample_indices(split.labels, self.n, self.seed, stratify=task.kind == "classification"))
+
+
+class BudgetExhausted(UpcycleError):
+    """The estimation spent more CPU seconds than its budget allows."""
+
+
+@dataclass
+class CostMeter:
+    """CPU seconds by resource. A resource used twice (features shared by LogME, probe and kNN) is charged once.
+
+    ``amortized`` resources are paid once per candidate and reused for every target (embeddings of a
+    candidate's own source data); they are reported apart from the per-target cost. With a ``limit``, a
+    charge that takes the per-target total over it raises :class:`BudgetExhausted` (checked after each unit
+    of work: one candidate's forward pass or fit).
+    """
+
+    charges: dict[str, float] = field(default_factory=dict)
+    amortized: dict[str, float] = field(default_factory=dict)
+    limit: float | None = None
+
+    def charge(self, key: str, cpu_seconds: float, *, amortized: bool = False) -> None:
+        (self.amortized if amortized else self.charges)[key] = cpu_seconds
+        if self.limit is not None and self.total > self.limit:
+            raise BudgetExhausted(f"spent {self.total:.1f} of a {self.limit:.1f} CPU-second budget")
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Charge the CPU seconds of the block to ``key`` (added to what ``key`` already cost)."""
+        started = time.process_time()
+        yield
+        self.charge(key, self.charges.get(key, 0.0) + time.process_time() - started)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.charges.values()))
+
+    @property
+    def amortized_total(self) -> float:
+        return float(sum(self.amortized.values()))
+
+
+class FeatureCache:
+    """Mean-pooled last hidden states of ``(checkpoint, task sample)``, kept in memory and in the store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._memory: dict[tuple[str, str, str], tuple[np.ndarray, float]] = {}
+
+    def pooled(
+        self, checkpoint: ZooEntry, source: TaskSource, sample: Sample, meter: CostMeter, *, amortized: bool = False
+    ) -> np.ndarray:
+        """Features (n, hidden) float32 of ``sample`` of ``source`` through ``checkpoint``'s encoder."""
+        key = (checkpoint.fingerprint, source.fingerprint, sample.key)
+        found = self._memory.get(key) or self.store.get_features(*key)
+        if found is None:
+            started = time.process_time()
+            features = embed(resolve_checkpoint(checkpoint.path), sample.take(source.task), max_length=sample.max_length)
+            found = (features, time.process_time() - started)
+            self.store.put_features(*key, features, found[1])
+        self._memory[key] = found
+        meter.charge(f"features:{':'.join(key)}", found[1], amortized=amortized)
+        return found[0]
+
+
+def normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (sentence-embedding convention of all-MiniLM-L6-v2): (n, d) -> (n, d)."""
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+class EstimatorUnavailable(UpcycleError):
+    """This estimator cannot score this target (too few examples, no source data, no bench results...)."""
+
+
+@dataclass
+class SelectionContext:
+    """Everything an estimator may read about one target and its candidates (all of one architecture).
+
+    ``excluded_tasks`` are task names whose results must not inform the estimate: the target itself and
+    tasks that share its data. Leave-one-target-out evaluation relies on it to keep the target out.
+    """
+
+    store: Store
+    target: Task
+    candidates: tuple[ZooEntry, ...]
+    sample: Sample = field(default_factory=Sample)
+    excluded_tasks: frozenset[str] = frozenset()
+    seed: int = 0
+    meter: CostMeter = field(default_factory=CostMeter)
+    notes: list[str] = field(default_factory=list)
+    cache: FeatureCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            self.cache = FeatureCache(self.store)
+
+    @cached_property
+    def target_source(self) -> TaskSource:
+        return TaskSource.of(self.target)
+
+    @cached_property
+    def target_split(self) -> Split:
+        """The target sample the estimators read: (n,) texts and labels."""
+        return self.sample.take(self.target)
+
+    @cached_property
+    def target_labels(self) -> np.ndarray:
+        return np.asarray(self.target_split.labels)
+
+    @cached_property
+    def embedder(self) -> ZooEntry:
+        """all-MiniLM-L6-v2, the fixed sentence encoder of SEmb and Retrieval of Experts (any architecture).
+
+        Not registered in the zoo: it is a measuring instrument here, not a candidate.
+        """
+        minilm = resolve_checkpoint("minilm")
+        return ZooEntry(minilm.fingerprint, "all-MiniLM-L6-v2", str(minilm.path), str(minilm.arch),
+                        minilm.arch.model_type, None, None, "")
+
+    @property
+    def regression(self) -> bool:
+        return self.target.kind == "regression"
+
+    def target_features(self, candidate: ZooEntry) -> np.ndarray:
+        """(n, hidden) mean-pooled features of the target sample through ``candidate``."""
+        assert self.cache is not None
+        return self.cache.pooled(candidate, self.target_source, self.sample, self.meter)
+
+    def score_features(self, label: str, fit: Callable[[np.ndarray], float]) -> dict[str, float]:
+        """``{fingerprint: fit(target features (n, hidden))}`` over the candidates; each fit is timed as the
+        estimator's own work under ``label``."""
+        result = {}
+        for candidate in self.candidates:
+            features = self.target_features(candidate)
+            with self.meter.timed(f"{label}:{candidate.fingerprint}"):
+                result[candidate.fingerprint] = fit(features)
+        return result
+
+    def source_of(self, candidate: ZooEntry) -> TaskSource | None:
+        """The task ``candidate`` was finetuned on, from its lineage; None when unknown."""
+        if candidate.source_task is None:
+            return None
+        provenance = self.store.provenance(candidate.fingerprint)
+        fingerprint = provenance.get("task_fingerprint")
+        recorded = self.store.task_source(fingerprint) if fingerprint else None
+        where = recorded or candidate.source_task
+
+        def load() -> Task:
+            task = load_task(where)
+            if fingerprint and task.fingerprint != fingerprint:
+                raise EstimatorUnavailable(f"{where}: the source data of {candidate.name} changed since it was trained.")
+            return task
+
+        return TaskSource(fingerprint or f"name:{candidate.source_task}", candidate.source_task, load)
+
+    def source_features(self, candidate: ZooEntry, through: ZooEntry, n: int = 100) -> np.ndarray | None:
+        """(n, hidden) features of ``n`` examples of ``candidate``'s source data through ``through``'s encoder.
+
+        Paid once per candidate and reused for every target, so charged as amortized. None when the source
+        task is unknown or cannot be loaded (noted).
+        """
+        source = self.source_of(candidate)
+        if source is None:
+            self.note(f"{candidate.name}: no source task in its lineage; source-data estimators skip it.")
+            return None
+        assert self.cache is not None
+        try:
+            return self.cache.pooled(through, source, Sample(n=n, seed=self.seed), self.meter, amortized=True)
+        except UpcycleError as error:
+            self.note(f"{candidate.name}: source data unavailable ({error}); source-data estimators skip it.")
+            return None
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)

@@ -1,0 +1,67 @@
+"""Running an estimator by name (or a rank fusion of several joined by ``+``), with fallbacks and a CPU budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from ..errors import ConfigError, UpcycleError
+from .context import BudgetExhausted, CostMeter, EstimatorUnavailable, SelectionContext
+from .estimators import ESTIMATORS, Estimator
+from .estimators.combined import RankFusion
+
+
+def get_estimator(name: str) -> Estimator:
+    """A registered estimator by name, or the rank fusion of several joined by ``+`` (``logme+retrieval``)."""
+    members = tuple(part.strip() for part in name.split("+"))
+    unknown = [member for member in members if member not in ESTIMATORS]
+    if unknown or not name:
+        raise ConfigError(ESTIMATORS.unknown(name))
+    if len(members) > 1:
+        return RankFusion(members)
+    return ESTIMATORS.get(name)()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one estimator said about one target: scores, what it cost, and which estimator really ran."""
+
+    requested: str
+    used: str
+    scores: dict[str, float]
+    cpu_seconds: float
+    amortized_seconds: float
+    notes: tuple[str, ...]
+
+
+def estimate(
+    name: str, context: SelectionContext, *, budget: float | None = None,
+    on_fallback: Callable[[str], None] | None = None,
+) -> Estimate:
+    """Run estimator ``name`` on a fresh cost meter, following its fallbacks when it is unavailable.
+
+    ``budget`` caps the per-target CPU seconds (cached work counts at what it cost); an estimator that
+    overruns it is abandoned for its fallback, and what it spent still counts.
+    """
+    spent, current, fallbacks = 0.0, name, []
+    while True:
+        estimator = get_estimator(current)
+        limit = None if budget is None else budget - spent
+        run = replace(context, meter=CostMeter(limit=limit), notes=[])
+        try:
+            scores = estimator.scores(run)
+        except (EstimatorUnavailable, BudgetExhausted) as error:
+            spent += run.meter.total
+            message = f"{current} cannot score {context.target.name} ({error})"
+            if estimator.fallback is None:
+                raise EstimatorUnavailable(message + "; no fallback left.") from None
+            fallbacks.append(f"{message}; falling back to {estimator.fallback}.")
+            if on_fallback is not None:
+                on_fallback(fallbacks[-1])
+            current = estimator.fallback
+            continue
+        unscored = [c.name for c in context.candidates if c.fingerprint not in scores]
+        if unscored:
+            raise UpcycleError(f"Estimator {current} left candidates unscored: {', '.join(unscored)}.")
+        return Estimate(name, current, scores, spent + run.meter.total, run.meter.amortized_total,
+                        tuple(fallbacks + run.notes))

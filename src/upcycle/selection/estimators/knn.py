@@ -1,0 +1,26 @@
+"""kNN: cross-validated k-nearest-neighbour accuracy (Spearman for regression) on frozen features, cosine."""
+
+from __future__ import annotations
+
+from ..context import SelectionContext
+from .base import Estimator, register_estimator
+from .probe import cv_score, folds_for
+
+NEIGHBOURS = 10
+
+
+@register_estimator
+class KNearestNeighbours(Estimator):
+    name = "knn"
+    summary = "cross-validated k-nearest-neighbour score (cosine, k=10) on the candidate's frozen features"
+    fallback = "logme"
+
+    def scores(self, context: SelectionContext) -> dict[str, float]:
+        from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+        labels = context.target_labels
+        folds = folds_for(labels, context.regression)
+        k = max(1, min(NEIGHBOURS, len(labels) * (folds - 1) // folds - 1))
+        model = (KNeighborsRegressor if context.regression else KNeighborsClassifier)(n_neighbors=k, metric="cosine")
+        return context.score_features(self.name, lambda features: cv_score(
+            model, features, labels, regression=context.regression, seed=context.seed))

@@ -1,0 +1,253 @@
+"""The finetune loop: a :class:`~upcycle.specs.FinetuneSpec` goes in, a :class:`~upcycle.specs.FinetuneResult`
+comes out.
+
+The engine is a plain PyTorch loop: tokenise once, length-grouped batches padded per batch, AdamW with linear
+warmup and decay, gradient clipping, then evaluation on the test split sorted by length (bf16 autocast where
+the CPU supports it natively). Model selection (early stopping) only ever looks at the validation split.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..checkpoints import load_for_classification, load_tokenizer, save_checkpoint
+from ..errors import TaskError, UpcycleError
+from ..protocols import Protocol
+from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback
+from ..tasks import Task
+from .batching import Encoded, collate, encode, eval_batches, micro_batches, train_batches
+from .metrics import classification_metrics, regression_metrics
+
+MICRO_BATCH_TOKENS = 8192  # padded tokens per forward pass; larger batches accumulate gradients over chunks
+
+
+def configure_threads() -> int:
+    """One intra-op thread per core this process may run on (torch's default counts all cores).
+
+    ``OMP_NUM_THREADS``, when set (Ray sets it to a task's CPU share), wins, so parallel workers do not
+    oversubscribe the machine.
+    """
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        cores = min(cores, int(requested))
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
+    return cores
+
+
+def resolve_eval_precision(requested: str, kind: str = "classification") -> str:
+    """``auto`` -> ``bf16`` for classification on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``.
+
+    Regression stays in fp32 under ``auto``: bf16 keeps 8 bits of mantissa, which rounds nearby predicted
+    values together and can turn a correct ranking into ties (a Spearman of 1.0 became 0.0 in a test).
+    An argmax over class logits is robust to that rounding (identical predictions in the speed benchmark).
+    """
+    if requested != "auto":
+        return requested
+    if kind != "classification":
+        return "fp32"
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return "bf16" if probe is not None and probe() else "fp32"
+
+
+def run_finetune(
+    spec: FinetuneSpec,
+    *,
+    save_to: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    task: Task | None = None,
+) -> FinetuneResult:
+    """Train ``spec.base`` on ``spec.task`` under ``spec.protocol`` and evaluate on the test split.
+
+    With ``save_to`` the finetuned model, its tokenizer and an ``upcycle.json`` provenance file are written
+    there atomically. ``task`` may pass the already loaded task (it must have the spec's fingerprint) to save
+    loading it again.
+    """
+    configure_threads()
+    protocol = spec.protocol
+    checkpoint = spec.base.resolve()
+    if task is None:
+        task = spec.task.load()
+    elif task.fingerprint != spec.task.fingerprint:
+        raise TaskError(f"The task passed for {spec.task.name} is not the one the spec names (fingerprint differs).")
+    task = task.subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+    tokenizer = load_tokenizer(checkpoint)
+    model = load_for_classification(checkpoint, task.label_names, spec.seed)
+    regression = task.kind == "regression"
+    data = {name: encode(tokenizer, split, protocol.max_length, regression) for name, split in task.splits.items()}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    precision = resolve_eval_precision(protocol.eval_precision, task.kind)
+
+    def evaluate(split: str) -> tuple[dict[str, float], float]:
+        started = time.perf_counter()
+        predictions = predict(model, data[split], pad_id, precision=precision, regression=regression,
+                              progress=progress, phase=f"eval {split}")
+        seconds = time.perf_counter() - started
+        return compute_metrics(task, predictions, data[split].labels), seconds
+
+    learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
+    trainer = _Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
+    train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0], task.primary_metric,
+                                                      progress)
+    test_metrics, eval_seconds = evaluate("test")
+    result = FinetuneResult(
+        key=spec.key(), task_name=task.name, base_name=spec.base.name, seed=spec.seed, protocol=protocol.name,
+        metric=task.primary_metric, score=test_metrics[task.primary_metric], metrics=test_metrics,
+        validation=best_validation, n_train=len(data["train"]), n_test=len(data["test"]), epochs_run=epochs_run,
+        train_seconds=train_seconds, eval_seconds=eval_seconds,
+        train_examples_per_s=len(data["train"]) * epochs_run / max(train_seconds, 1e-9),
+        eval_examples_per_s=len(data["test"]) / max(eval_seconds, 1e-9), eval_precision=precision,
+        versions=_versions(), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if save_to is not None:
+        provenance = {
+            "upcycle_version": __version__, "spec_key": result.key, "base_fingerprint": spec.base.fingerprint,
+            "base_name": spec.base.name, "task": task.name, "task_fingerprint": spec.task.fingerprint,
+            "seed": spec.seed, "protocol": protocol.model_dump(), "metrics": test_metrics,
+        }
+        saved = save_checkpoint(model, tokenizer, Path(save_to), provenance, overwrite=True)
+        result = result.model_copy(update={"checkpoint_path": str(saved.path)})
+    return result
+
+
+def _fit(
+    trainer: _Trainer, validate: Callable[[], dict[str, float]], metric: str, progress: ProgressCallback | None
+) -> tuple[float, int, dict[str, float] | None]:
+    """Train for the protocol's epochs; with early stopping, keep the weights of the best validation epoch.
+
+    Returns (training seconds, epochs run, validation metrics of the kept weights or None).
+    """
+    patience = trainer.protocol.early_stopping_patience
+    best_score, best_state, best_validation, stale = -np.inf, None, None, 0
+    seconds, epochs_run = 0.0, 0
+    for epoch in range(trainer.protocol.epochs):
+        started = time.perf_counter()
+        trainer.train_epoch(epoch, progress)
+        seconds += time.perf_counter() - started
+        epochs_run = epoch + 1
+        if patience is None:
+            continue
+        validation = validate()
+        if validation[metric] > best_score:
+            best_score, best_validation, stale = validation[metric], validation, 0
+            best_state = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        trainer.model.load_state_dict(best_state)
+    return seconds, epochs_run, best_validation
+
+
+def adamw_with_schedule(parameters: list, protocol: Protocol, learning_rate: float, total_steps: int):
+    """AdamW without weight decay on biases and LayerNorm weights (``ndim < 2``), and a linear schedule that
+    warms up over ``protocol.warmup_ratio`` of ``total_steps`` and decays to 0. Returns (optimizer, scheduler)."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": protocol.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    warmup = int(np.ceil(total_steps * protocol.warmup_ratio))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol: Protocol, parameters: list,
+               optimizer, scheduler, where: str) -> None:
+    """One optimizer step on the examples ``indices`` of ``data``: micro-batches of at most
+    ``MICRO_BATCH_TOKENS`` padded tokens accumulate the batch's mean-loss gradient, then clip, step, schedule.
+    ``where`` names the step in the error raised when the loss is not finite."""
+    import torch
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16")
+    for chunk in micro_batches(indices, data.lengths, MICRO_BATCH_TOKENS):
+        batch = collate(data, chunk, pad_id)
+        with autocast:
+            # the loss is a mean over examples: weighting each chunk by its share gives the batch mean
+            loss = model(**batch).loss * (len(chunk) / len(indices))
+        if not torch.isfinite(loss):
+            raise UpcycleError(f"Training diverged: the loss became {loss.item()} in {where}.")
+        loss.backward()
+    if protocol.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, protocol.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class _Trainer:
+    """AdamW (no decay on biases and LayerNorm weights) with linear warmup and decay, per-batch padding."""
+
+    def __init__(self, model, train: Encoded, protocol: Protocol, learning_rate: float, seed: int, pad_id: int):
+        self.model, self.train, self.protocol, self.pad_id = model, train, protocol, pad_id
+        self.rng = np.random.default_rng(seed)
+        self.parameters = list(model.parameters())
+        steps_per_epoch = -(-len(train) // protocol.batch_size)
+        self.optimizer, self.scheduler = adamw_with_schedule(self.parameters, protocol, learning_rate,
+                                                             steps_per_epoch * protocol.epochs)
+
+    def train_epoch(self, epoch: int, progress: ProgressCallback | None) -> None:
+        self.model.train()
+        batches = train_batches(self.train.lengths, self.protocol.batch_size, self.rng, self.protocol.length_grouping)
+        done = 0
+        for indices in batches:
+            train_step(self.model, self.train, indices, self.pad_id, self.protocol, self.parameters, self.optimizer,
+                       self.scheduler, f"epoch {epoch + 1}")
+            done += len(indices)
+            if progress is not None:
+                progress(f"train epoch {epoch + 1}/{self.protocol.epochs}", done, len(self.train))
+
+
+def predict(
+    model, encoded: Encoded, pad_id: int, *, precision: str = "fp32", regression: bool = False,
+    batch_size: int = 128, progress: ProgressCallback | None = None, phase: str = "eval",
+) -> np.ndarray:
+    """Predictions for every example, in the original order: (n,) class indices or (n,) regression values."""
+    import torch
+
+    model.eval()
+    outputs = np.empty(len(encoded), dtype=np.float32 if regression else np.int64)
+    done = 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for indices in eval_batches(encoded.lengths, batch_size):
+            batch = collate(encoded, indices, pad_id)
+            batch.pop("labels")
+            logits = model(**batch).logits.float()
+            outputs[indices] = logits[:, 0].numpy() if regression else logits.argmax(-1).numpy()
+            done += len(indices)
+            if progress is not None:
+                progress(phase, done, len(encoded))
+    return outputs
+
+
+def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if task.kind == "regression":
+        return regression_metrics(predictions, labels)
+    return classification_metrics(predictions, labels, task.num_labels)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"upcycle": __version__, "engine": str(ENGINE_VERSION), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+def finetune_json(spec_json: str) -> str:
+    """What an executor runs for one finetune job: the spec's JSON in, the result's JSON out."""
+    return run_finetune(FinetuneSpec.model_validate_json(spec_json)).model_dump_json()

@@ -1,0 +1,146 @@
+"""The zoo: what enters it and how. Recorded finetunes (:func:`finetune`, whose saved weights are registered
+with their lineage), experts built in bulk (:func:`build_zoo`), checkpoints added by hand (:func:`zoo_add`),
+and how a name, fingerprint prefix or path on the command line becomes a zoo entry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import Checkpoint, resolve_checkpoint
+from .errors import ConfigError
+from .protocols import Protocol
+from .specs import FinetuneResult, FinetuneSpec, ProgressCallback
+from .store import Store, ZooEntry
+from .tasks import Task, load_task
+from .training import run_finetune
+
+
+def finetune(
+    base: str | Checkpoint,
+    task: str | Task,
+    *,
+    seed: int = 0,
+    protocol: str | Protocol = "quick",
+    overrides: dict[str, Any] | None = None,
+    store: Store | None = None,
+    force: bool = False,
+    save: str | Path | None = None,
+    allow_pickle: bool = False,
+    progress: ProgressCallback | None = None,
+    **task_options: Any,
+) -> tuple[FinetuneResult, bool]:
+    """Finetune ``base`` on ``task`` and record the result; return ``(result, was_cached)``.
+
+    A spec already in ``store`` is returned without training unless ``force`` is set, or ``save`` asks for
+    weights that the stored run did not keep. With ``save`` the new checkpoint is also registered in the
+    zoo, with the base and task as its lineage.
+    """
+    checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base, allow_pickle=allow_pickle)
+    loaded = task if isinstance(task, Task) else load_task(task, **task_options)
+    spec = FinetuneSpec.create(checkpoint, loaded, seed=seed, protocol=protocol, overrides=overrides,
+                               **task_options)
+    if store is not None:
+        register(store, checkpoint, only_if_new=True)
+        store.put_task(fingerprint=loaded.fingerprint, name=loaded.name, source=loaded.source, kind=loaded.kind,
+                       num_labels=loaded.num_labels, sizes=loaded.sizes())
+        cached = None if force else store.get_result(spec.key())
+        if cached is not None and (save is None or _saved_at(cached, save)):
+            return cached, True
+    result = run_finetune(spec, save_to=save, progress=progress, task=loaded)
+    if store is not None:
+        store.put_result(spec, result)
+        if result.checkpoint_path is not None:
+            register(store, resolve_checkpoint(result.checkpoint_path), source_task=loaded.name,
+                     base_fingerprint=checkpoint.fingerprint)
+    return result, False
+
+
+def _saved_at(result: FinetuneResult, target: str | Path) -> bool:
+    path = result.checkpoint_path
+    return path is not None and Path(path).resolve() == Path(target).resolve() and Path(path).exists()
+
+
+def register(
+    store: Store,
+    checkpoint: Checkpoint,
+    *,
+    name: str | None = None,
+    source_task: str | None = None,
+    base_fingerprint: str | None = None,
+    only_if_new: bool = False,
+) -> ZooEntry:
+    """Add a checkpoint to the zoo. Lineage not given is read from its ``upcycle.json``, when it has one."""
+    fingerprint = checkpoint.fingerprint
+    existing = store.get_checkpoint(fingerprint)
+    if only_if_new and existing is not None:
+        return existing
+    provenance = checkpoint.provenance or {}
+    return store.put_checkpoint(
+        fingerprint=fingerprint, name=name or checkpoint.name, path=str(checkpoint.path), arch=str(checkpoint.arch),
+        model_type=checkpoint.arch.model_type, source_task=source_task or provenance.get("task"),
+        base_fingerprint=base_fingerprint or provenance.get("base_fingerprint"), provenance=provenance or None,
+    )
+
+
+def zoo_add(
+    store: Store, path: str, *, name: str | None = None, source_task: str | None = None, base: str | None = None,
+    allow_pickle: bool = False,
+) -> ZooEntry:
+    """Register the checkpoint at ``path`` (``base``, if given, is resolved to record its fingerprint)."""
+    checkpoint = resolve_checkpoint(path, allow_pickle=allow_pickle)
+    base_fingerprint = None
+    if base is not None:
+        base_checkpoint = resolve_checkpoint(base)
+        register(store, base_checkpoint, only_if_new=True)
+        base_fingerprint = base_checkpoint.fingerprint
+    return register(store, checkpoint, name=name, source_task=source_task, base_fingerprint=base_fingerprint)
+
+
+def build_zoo(
+    store: Store,
+    *,
+    base: str | Checkpoint = "minilm",
+    sources: list[str],
+    out: str | Path,
+    seed: int = 0,
+    protocol: str | Protocol = "quick",
+    overrides: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Iterator[tuple[ZooEntry, FinetuneResult, bool]]:
+    """Finetune ``base`` on each source task, save it as ``OUT/<base>-<task>`` and register it as an expert.
+
+    Yields ``(zoo entry, result, was_cached)`` per source; an expert already built is not trained again.
+    """
+    checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base)
+    tasks = [load_task(source) for source in sources]  # every source is checked before any training
+    for task in tasks:
+        folder = Path(out).resolve() / f"{checkpoint.name}-{task.name}"
+        result, cached = finetune(checkpoint, task, seed=seed, protocol=protocol, overrides=overrides, store=store,
+                                  save=folder, progress=progress)
+        entry = store.get_checkpoint(resolve_checkpoint(folder).fingerprint)
+        assert entry is not None, "finetune(save=...) registers the expert"
+        yield entry, result, cached
+
+
+def resolve_candidate(store: Store, reference: str) -> ZooEntry:
+    """A zoo name or fingerprint prefix, else a checkpoint reference (registered on the way)."""
+    entries = store.checkpoints()
+    by_name = [entry for entry in entries if entry.name == reference]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise ConfigError(f"Several zoo checkpoints are named '{reference}'; use a fingerprint prefix or path.")
+    if len(reference) >= 8:
+        by_print = [entry for entry in entries if entry.fingerprint.startswith(reference)]
+        if len(by_print) == 1:
+            return by_print[0]
+    return register(store, resolve_checkpoint(reference), only_if_new=True)
+
+
+def default_candidates(store: Store) -> list[ZooEntry]:
+    """Every zoo checkpoint that is not the vanilla base of another one."""
+    entries = store.checkpoints()
+    bases = {entry.base_fingerprint for entry in entries}
+    return [entry for entry in entries if entry.fingerprint not in bases]
