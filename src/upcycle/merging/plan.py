@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..checkpoints import ArchKey, Checkpoint, TensorEntry, resolve_checkpoint
-from ..checkpoints.streaming import DTYPES, OutputTensor, read_entries
+from ..checkpoints.streaming import DTYPES, OutputTensor, assign_shards, read_entries
 from ..errors import CheckpointError, MergeError
 from .config import MergeConfig, TensorPlan, plan_for
 
@@ -368,8 +368,6 @@ def _output_config(config: MergeConfig, inputs: list[ModelInfo], reference: Mode
 
 def describe(plan: MergePlan, max_shard_bytes: int) -> dict[str, Any]:
     """A plain summary of the plan for ``--dry-run``: models, output, parameter groups, notes."""
-    from ..checkpoints.streaming import assign_shards
-
     groups = Counter((t.action, t.parameters) for t in plan.tensors)
     return {
         "method": plan.config.merge_method,

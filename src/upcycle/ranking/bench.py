@@ -23,6 +23,7 @@ from ..protocols import Protocol, get_protocol
 from ..specs import FinetuneResult, FinetuneSpec
 from ..store import Store, ZooEntry
 from ..tasks import Suite, TaskRef, load_suite, load_task
+from ..training import embed, linear_probe_score
 from ..zoo import register, resolve_candidate
 
 GRID_COLUMNS = ["candidate", "fingerprint", "source_task", "is_base", "target", "seed", "metric", "score"]
@@ -192,8 +193,6 @@ def expected_cells(bench: Bench) -> dict[str, set[tuple[str, int]]]:
 def linear_probes(bench: Bench, target: str, *, max_examples: int = 500, seed: int = 0) -> dict[str, float]:
     """Cross-validated linear-probe accuracy on ``target``'s training data for the base and every candidate
     whose source data does not overlap it: ``{fingerprint: accuracy}``. One forward pass per checkpoint."""
-    from ..training import embed, linear_probe_score
-
     refs = {t.name: t for t in bench.targets}
     task = refs[target].load() if target in refs else load_task(target)
     if task.kind != "classification":

@@ -209,7 +209,7 @@ def _split_files(folder: Path) -> dict[str, Path]:
 
 def _read_table(path: Path):
     """A pandas DataFrame from a CSV, TSV, JSONL or Parquet file, with errors that name the file."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas stays off the CLI's --help path
 
     suffix = path.suffix.lower()
     try:
@@ -283,7 +283,7 @@ def _is_missing(value: Any) -> bool:
 
 def _infer_kind(labels) -> TaskKind:
     """Strings, booleans and integral numbers are classes; numbers with a fractional part are targets."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas stays off the CLI's --help path
 
     if pd.api.types.is_float_dtype(labels):
         finite = labels.dropna()
@@ -335,7 +335,7 @@ def _load_hub(source: str, columns: _Columns, task_type: str, name: str | None) 
     """Load ``org/name[:config]`` with :func:`datasets.load_dataset` (needs network or a warm cache)."""
     repo, _, config = source.partition(":")
     try:
-        import datasets
+        import datasets  # lazy: only hub datasets need it
 
         loaded = datasets.load_dataset(repo, config or None)
     except Exception as error:  # datasets raises many types: connection, offline mode, missing repo

@@ -58,7 +58,7 @@ def collate(encoded: Encoded, indices: np.ndarray, pad_token_id: int) -> dict[st
     Returns ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them), each
     of shape (batch, max_length_in_batch), and ``labels`` of shape (batch,).
     """
-    import torch
+    import torch  # lazy: torch stays off the CLI's --help path
 
     width = int(encoded.lengths[indices].max())
     batch: dict[str, torch.Tensor] = {}

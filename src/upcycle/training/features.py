@@ -19,8 +19,8 @@ def embed(
     checkpoint: Checkpoint, split: Split, *, max_length: int = 128, batch_size: int = 128, precision: str = "bf16"
 ) -> np.ndarray:
     """Mean-pooled last hidden states (over real tokens): (n, hidden) float32, in the split's order."""
-    import torch
-    from transformers import AutoModel
+    import torch  # lazy: torch stays off the CLI's --help path
+    from transformers import AutoModel  # lazy: transformers is slow to import
 
     tokenizer = load_tokenizer(checkpoint)
     encoded = encode(tokenizer, split, max_length, regression=True)  # labels are not used here
@@ -40,10 +40,10 @@ def embed(
 
 def linear_probe_score(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
     """Mean cross-validated accuracy of a standardised logistic regression; features (n, d), labels (n,)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
+    from sklearn.model_selection import StratifiedKFold, cross_val_score  # lazy: scikit-learn is slow to import
+    from sklearn.pipeline import make_pipeline  # lazy: scikit-learn is slow to import
+    from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn is slow to import
 
     _, counts = np.unique(labels, return_counts=True)
     if len(counts) < 2:

@@ -34,7 +34,7 @@ def configure_threads() -> int:
     ``OMP_NUM_THREADS``, when set (Ray sets it to a task's CPU share), wins, so parallel workers do not
     oversubscribe the machine.
     """
-    import torch
+    import torch  # lazy: torch stays off the CLI's --help path
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     requested = os.environ.get("OMP_NUM_THREADS", "")
@@ -56,7 +56,7 @@ def resolve_eval_precision(requested: str, kind: str = "classification") -> str:
         return requested
     if kind != "classification":
         return "fp32"
-    import torch
+    import torch  # lazy: torch stays off the CLI's --help path
 
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return "bf16" if probe is not None and probe() else "fp32"
@@ -98,7 +98,7 @@ def run_finetune(
         return compute_metrics(task, predictions, data[split].labels), seconds
 
     learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
-    trainer = _Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
+    trainer = Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
     train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0], task.primary_metric,
                                                       progress)
     test_metrics, eval_seconds = evaluate("test")
@@ -123,7 +123,7 @@ def run_finetune(
 
 
 def _fit(
-    trainer: _Trainer, validate: Callable[[], dict[str, float]], metric: str, progress: ProgressCallback | None
+    trainer: Trainer, validate: Callable[[], dict[str, float]], metric: str, progress: ProgressCallback | None
 ) -> tuple[float, int, dict[str, float] | None]:
     """Train for the protocol's epochs; with early stopping, keep the weights of the best validation epoch.
 
@@ -155,8 +155,8 @@ def _fit(
 def adamw_with_schedule(parameters: list, protocol: Protocol, learning_rate: float, total_steps: int):
     """AdamW without weight decay on biases and LayerNorm weights (``ndim < 2``), and a linear schedule that
     warms up over ``protocol.warmup_ratio`` of ``total_steps`` and decays to 0. Returns (optimizer, scheduler)."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
+    import torch  # lazy: torch stays off the CLI's --help path
+    from transformers import get_linear_schedule_with_warmup  # lazy: transformers is slow to import
 
     decay = [p for p in parameters if p.ndim >= 2]
     no_decay = [p for p in parameters if p.ndim < 2]
@@ -171,7 +171,7 @@ def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol:
     """One optimizer step on the examples ``indices`` of ``data``: micro-batches of at most
     ``MICRO_BATCH_TOKENS`` padded tokens accumulate the batch's mean-loss gradient, then clip, step, schedule.
     ``where`` names the step in the error raised when the loss is not finite."""
-    import torch
+    import torch  # lazy: torch stays off the CLI's --help path
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16")
     for chunk in micro_batches(indices, data.lengths, MICRO_BATCH_TOKENS):
@@ -189,7 +189,7 @@ def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol:
     optimizer.zero_grad(set_to_none=True)
 
 
-class _Trainer:
+class Trainer:
     """AdamW (no decay on biases and LayerNorm weights) with linear warmup and decay, per-batch padding."""
 
     def __init__(self, model, train: Encoded, protocol: Protocol, learning_rate: float, seed: int, pad_id: int):
@@ -217,7 +217,7 @@ def predict(
     batch_size: int = 128, progress: ProgressCallback | None = None, phase: str = "eval",
 ) -> np.ndarray:
     """Predictions for every example, in the original order: (n,) class indices or (n,) regression values."""
-    import torch
+    import torch  # lazy: torch stays off the CLI's --help path
 
     model.eval()
     outputs = np.empty(len(encoded), dtype=np.float32 if regression else np.int64)
@@ -241,8 +241,8 @@ def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> 
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import transformers
+    import torch  # lazy: torch stays off the CLI's --help path
+    import transformers  # lazy: transformers is slow to import
 
     return {"upcycle": __version__, "engine": str(ENGINE_VERSION), "torch": torch.__version__,
             "transformers": transformers.__version__}

@@ -12,7 +12,7 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labe
         predictions: (n,) predicted class indices.
         labels: (n,) true class indices.
     """
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import f1_score  # lazy: scikit-learn is slow to import
 
     predictions = np.asarray(predictions)
     labels = np.asarray(labels)
@@ -30,7 +30,7 @@ def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str
         predictions: (n,) predicted values.
         targets: (n,) true values.
     """
-    from scipy.stats import pearsonr, spearmanr
+    from scipy.stats import pearsonr, spearmanr  # lazy: scipy is slow to import
 
     predictions = np.asarray(predictions, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...checkpoints import load_for_classification, load_tokenizer, resolve_checkpoint
 from ...protocols import Protocol
 from ...store import ZooEntry
 from ...tasks import Split, Task, sample_indices
+from ...training import compute_metrics, configure_threads, predict
+from ...training.batching import encode
+from ...training.loop import Trainer
 from ..context import EstimatorUnavailable, SelectionContext
 from .base import Estimator, register_estimator
 
@@ -33,11 +37,6 @@ def fewshot_splits(task: Task, seed: int) -> tuple[Split, Split]:
 
 def fewshot_score(candidate: ZooEntry, task: Task, train: Split, held_out: Split, seed: int) -> float:
     """The target metric on ``held_out`` after :data:`PROTOCOL` on ``train``, starting from ``candidate``."""
-    from ...checkpoints import load_for_classification, load_tokenizer, resolve_checkpoint
-    from ...training import compute_metrics, configure_threads, predict
-    from ...training.batching import encode
-    from ...training.loop import _Trainer
-
     configure_threads()
     checkpoint = resolve_checkpoint(candidate.path)
     tokenizer = load_tokenizer(checkpoint)
@@ -46,7 +45,7 @@ def fewshot_score(candidate: ZooEntry, task: Task, train: Split, held_out: Split
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded_train = encode(tokenizer, train, PROTOCOL.max_length, regression)
     encoded_eval = encode(tokenizer, held_out, PROTOCOL.max_length, regression)
-    trainer = _Trainer(model, encoded_train, PROTOCOL, PROTOCOL.learning_rate, seed, pad_id)
+    trainer = Trainer(model, encoded_train, PROTOCOL, PROTOCOL.learning_rate, seed, pad_id)
     for epoch in range(PROTOCOL.epochs):
         trainer.train_epoch(epoch, None)
     predictions = predict(model, encoded_eval, pad_id, precision="fp32", regression=regression)

@@ -16,7 +16,7 @@ class KNearestNeighbours(Estimator):
     fallback = "logme"
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
-        from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+        from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor  # lazy: scikit-learn is slow to import
 
         labels = context.target_labels
         folds = folds_for(labels, context.regression)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...ranking import Bench, gain_matrix, grid_frame
 from ..context import EstimatorUnavailable, SelectionContext
 from .base import Estimator, register_estimator
 
@@ -17,8 +18,6 @@ from .base import Estimator, register_estimator
 def stored_gains(context: SelectionContext) -> pd.DataFrame:
     """Gains in points, candidates (fingerprint rows) x targets (columns), from every bench of the candidates'
     architecture in the store, without the excluded tasks. Cells measured by several benches are averaged."""
-    from ...ranking import Bench, gain_matrix, grid_frame
-
     arches = {candidate.arch for candidate in context.candidates}
     tables = []
     for _, arch, definition in context.store.benches():

@@ -30,7 +30,11 @@ def folds_for(labels: np.ndarray, regression: bool, folds: int = FOLDS) -> int:
 
 def cv_predictions(model, features: np.ndarray, labels: np.ndarray, *, regression: bool, seed: int) -> np.ndarray:
     """Out-of-fold predictions (n,) of ``model`` (a scikit-learn estimator)."""
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import (  # lazy: scikit-learn is slow to import
+        KFold,
+        StratifiedKFold,
+        cross_val_predict,
+    )
 
     splits = folds_for(labels, regression)
     splitter = KFold if regression else StratifiedKFold
@@ -39,7 +43,7 @@ def cv_predictions(model, features: np.ndarray, labels: np.ndarray, *, regressio
 
 def cv_score(model, features: np.ndarray, labels: np.ndarray, *, regression: bool, seed: int) -> float:
     """Accuracy (classification) or Spearman (regression) of out-of-fold predictions."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy is slow to import
 
     predictions = cv_predictions(model, features, labels, regression=regression, seed=seed)
     if regression:
@@ -55,9 +59,9 @@ class LinearProbe(Estimator):
     fallback = "logme"
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
-        from sklearn.linear_model import LogisticRegression, RidgeCV
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.linear_model import LogisticRegression, RidgeCV  # lazy: scikit-learn is slow to import
+        from sklearn.pipeline import make_pipeline  # lazy: scikit-learn is slow to import
+        from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn is slow to import
 
         labels = context.target_labels
         folds_for(labels, context.regression)  # fail before any forward pass

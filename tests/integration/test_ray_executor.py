@@ -53,7 +53,7 @@ def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
     extra = ["--seeds", "2", *(arg for item in FAST for arg in ("--set", item))]
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                TOKENIZERS_PARALLELISM="false", COLUMNS="200",
-               PYTHONPATH=str(Path(__file__).parent.parent / "src"))
+               PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     inner = f"ip link set lo up && exec {sys.executable} {SCENARIO} {db} {suite} {base} 6391 -- {' '.join(extra)}"
     completed = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env,
                                timeout=600)

@@ -211,7 +211,7 @@ def test_kill_9_mid_iteration_resumes_without_redoing_finished_contributors(tiny
     command = [sys.executable, "-m", "upcycle", "fuse", "--base", str(tiny), "--contributors", "sst2,mrpc,ag_news",
                "--iterations", "2", "--per-iteration", "3", "--out", str(tmp_path / "run"), "--db",
                str(tmp_path / "f.db"), *(arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}"))]
-    env = dict(os.environ, UPCYCLE_DATA_DIR=str(shared_data), PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    env = dict(os.environ, UPCYCLE_DATA_DIR=str(shared_data), PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     contributors = tmp_path / "run" / "iter-001" / "contributors"
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -252,7 +252,7 @@ def test_contributors_and_evaluation_run_as_ray_tasks_on_a_local_cluster(tiny, s
     inner = (f"ip link set lo up && exec {sys.executable} -m upcycle fuse --executor ray --base {tiny} "
              f"--contributors sst2,mrpc --iterations 1 --eval-suite {suite} --eval-seeds 1 "
              f"--out {tmp_path / 'run'} --db {tmp_path / 'f.db'} {fast}")
-    env = dict(os.environ, UPCYCLE_DATA_DIR=str(shared_data), PYTHONPATH=str(Path(__file__).parents[1] / "src"),
+    env = dict(os.environ, UPCYCLE_DATA_DIR=str(shared_data), PYTHONPATH=str(Path(__file__).parents[2] / "src"),
                COLUMNS="200")
     done = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
