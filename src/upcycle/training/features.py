@@ -2,7 +2,7 @@
 
 ``embed`` runs the checkpoint's encoder once over a split (length-sorted batches, bf16 autocast where the CPU
 has it) and mean-pools the last hidden states; ``linear_probe_score`` cross-validates a logistic regression
-on those features. A probe costs one forward pass, a small fraction of a finetune.
+(ridge for regression) on those features. A probe costs one forward pass, a small fraction of a finetune.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from ..checkpoints import Checkpoint, load_tokenizer, quiet_transformers
 from ..errors import TaskError
 from ..tasks import Split
 from .batching import collate, encode, eval_batches
+
+PROBE_FOLDS = 5
 
 
 def embed(
@@ -38,19 +40,46 @@ def embed(
     return features
 
 
-def linear_probe_score(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
-    """Mean cross-validated accuracy of a standardised logistic regression; features (n, d), labels (n,)."""
-    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
-    from sklearn.model_selection import StratifiedKFold, cross_val_score  # lazy: scikit-learn is slow to import
+def probe_folds(labels: np.ndarray, regression: bool, folds: int = PROBE_FOLDS) -> int:
+    """How many cross-validation folds ``labels`` (n,) support, at most ``folds``; TaskError below two."""
+    if regression:
+        available = len(labels) // 2
+    else:
+        _, counts = np.unique(labels, return_counts=True)
+        if len(counts) < 2:
+            raise TaskError("the sample has a single class; a linear probe needs two classes or more")
+        available = int(counts.min())
+    if available < 2:
+        raise TaskError("too few examples per class for two cross-validation folds")
+    return min(folds, available)
+
+
+def cross_validated_score(model, features: np.ndarray, labels: np.ndarray, *, regression: bool, seed: int,
+                          folds: int = PROBE_FOLDS) -> float:
+    """Accuracy (classification) or Spearman (regression, 0.0 when undefined) of the out-of-fold predictions of
+    ``model`` (a scikit-learn estimator) on ``features`` (n, d) for ``labels`` (n,); folds shuffled by ``seed``,
+    stratified for classification."""
+    from scipy.stats import spearmanr  # lazy: scipy is slow to import
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict  # lazy: scikit-learn is slow
+
+    splitter = KFold if regression else StratifiedKFold
+    cv = splitter(n_splits=probe_folds(labels, regression, folds), shuffle=True, random_state=seed)
+    predictions = cross_val_predict(model, features, labels, cv=cv)
+    if regression:
+        rho = spearmanr(predictions, labels).statistic
+        return 0.0 if np.isnan(rho) else float(rho)
+    return float((predictions == labels).mean())
+
+
+def linear_probe_score(features: np.ndarray, labels: np.ndarray, *, regression: bool = False, seed: int = 0,
+                       folds: int = PROBE_FOLDS) -> float:
+    """The one linear probe on frozen features (n, d): a standardised logistic regression (ridge with its alpha
+    chosen by efficient leave-one-out for regression), scored out of fold by :func:`cross_validated_score`.
+    Serves the ``probe`` selection estimator and ``upcycle analyze --probe-target``."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV  # lazy: scikit-learn is slow to import
     from sklearn.pipeline import make_pipeline  # lazy: scikit-learn is slow to import
     from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn is slow to import
 
-    _, counts = np.unique(labels, return_counts=True)
-    if len(counts) < 2:
-        raise TaskError("A linear probe needs at least two classes.")
-    splits = min(folds, int(counts.min()))
-    if splits < 2:
-        raise TaskError("A linear probe needs at least two examples of every class.")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
-    return float(cross_val_score(probe, features, labels, cv=cv).mean())
+    head = RidgeCV(alphas=np.logspace(-2, 4, 7)) if regression else LogisticRegression(max_iter=2000)
+    return cross_validated_score(make_pipeline(StandardScaler(), head), features, labels, regression=regression,
+                                 seed=seed, folds=folds)

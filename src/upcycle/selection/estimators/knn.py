@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ...training.features import cross_validated_score
 from ..context import SelectionContext
 from .base import Estimator, register_estimator
-from .probe import cv_score, folds_for
+from .probe import folds_for
 
 NEIGHBOURS = 10
 
@@ -22,5 +23,5 @@ class KNearestNeighbours(Estimator):
         folds = folds_for(labels, context.regression)
         k = max(1, min(NEIGHBOURS, len(labels) * (folds - 1) // folds - 1))
         model = (KNeighborsRegressor if context.regression else KNeighborsClassifier)(n_neighbors=k, metric="cosine")
-        return context.score_features(self.name, lambda features: cv_score(
+        return context.score_features(self.name, lambda features: cross_validated_score(
             model, features, labels, regression=context.regression, seed=context.seed))
