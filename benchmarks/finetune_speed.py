@@ -41,6 +41,7 @@ from upcycle.checkpoints import (  # noqa: E402
     resolve_checkpoint,
 )
 from upcycle.protocols import PRESETS  # noqa: E402
+from upcycle.report import write_atomic  # noqa: E402
 from upcycle.specs import FinetuneSpec
 from upcycle.tasks import load_task  # noqa: E402
 from upcycle.training import compute_metrics, configure_threads, predict, run_finetune
@@ -198,7 +199,7 @@ def main() -> None:
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(args.out, json.dumps(summary, indent=2) + "\n")
     r = summary["ratios"]
     print(f"train speedup {r['train_speedup_vs_trainer']['mean']:.2f}x ± {r['train_speedup_vs_trainer']['std']:.2f}, "
           f"eval speedup {r['eval_speedup_vs_trainer']['mean']:.2f}x ± {r['eval_speedup_vs_trainer']['std']:.2f}; "

@@ -24,6 +24,7 @@ from upcycle.execute import LocalExecutor
 from upcycle.fusion import FusionState, fusion_bench, train_multitask
 from upcycle.ranking import Bench, grid_frame, plan_bench, run_bench
 from upcycle.ranking.gains import bootstrap_gain_interval, scores_by_target
+from upcycle.report import write_atomic
 from upcycle.store import Store
 from upcycle.tasks import load_suite
 from upcycle.zoo import register
@@ -115,7 +116,7 @@ def main() -> None:
         columns={"target": "eval_task"})[["suite", "model", "iteration", "eval_task", "seed", "metric", "score",
                                           "gain"]]
     args.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.results / "fusion_minilm.csv", index=False, float_format="%.6g")
+    write_atomic(args.results / "fusion_minilm.csv", table.to_csv(index=False, float_format="%.6g"))
 
     def models(grid: pd.DataFrame, records) -> list[tuple[str, pd.DataFrame]]:
         return ([("vanilla MiniLM", grid[grid["is_base"]])]
@@ -183,8 +184,8 @@ def main() -> None:
             f"{report['wide_final_minus_multitask']['ci'][1]:+.2f}].",
             "",
         ]
-    (args.results / "fusion_minilm.md").write_text("\n".join(lines))
-    (args.results / "fusion_minilm.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(args.results / "fusion_minilm.md", "\n".join(lines))
+    write_atomic(args.results / "fusion_minilm.json", json.dumps(report, indent=2) + "\n")
     print("\n".join(lines))
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from upcycle.execute import LocalExecutor, RayExecutor, run_specs
+from upcycle.report import write_atomic
 from upcycle.specs import FinetuneSpec
 from upcycle.store import Store
 
@@ -80,7 +81,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("speedup_vs_local", "speedup_vs_local_tasks_only",
                                              "max_abs_score_difference")}, indent=2))
 

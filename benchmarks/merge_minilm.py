@@ -22,6 +22,7 @@ import numpy as np
 from upcycle.checkpoints import resolve_checkpoint
 from upcycle.merging import merge
 from upcycle.ranking import grid_frame, load_bench
+from upcycle.report import write_atomic
 from upcycle.selection.context import Sample
 from upcycle.store import Store
 from upcycle.tasks import load_task
@@ -137,8 +138,8 @@ def report(run: Path, db: Path, experts: Path, bench_name: str) -> None:
               "probe_setting": {"train": TRAIN, "test": EVAL, "features": "mean-pooled last layer, frozen"},
               "starting_point": starting, "bench": bench_name, "targets": [t.name for t in bench.targets],
               "seeds": list(bench.seeds), "protocol": bench.protocol.name}
-    (RESULTS / "merge_minilm.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    (RESULTS / "merge_minilm.md").write_text(markdown(result))
+    write_atomic(RESULTS / "merge_minilm.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_atomic(RESULTS / "merge_minilm.md", markdown(result))
     print((RESULTS / "merge_minilm.md").read_text())
 
 

@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from upcycle.checkpoints import resolve_checkpoint
+from upcycle.report import write_atomic
 
 SIZES = {  # Llama-style geometry; "full" is the 200-500M parameter range
     "full": dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
@@ -233,7 +234,7 @@ def main() -> None:
         "mergekit_on_minilm": minilm,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    write_atomic(args.out, json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

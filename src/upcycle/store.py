@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoints import CheckpointRef
 from .errors import StoreError
 from .specs import FinetuneResult, FinetuneSpec
 
@@ -102,6 +103,11 @@ class ZooEntry:
     source_task: str | None
     base_fingerprint: str | None
     added_at: str
+
+    def ref(self) -> CheckpointRef:
+        """How a spec names this checkpoint: its location and fingerprint."""
+        return CheckpointRef(reference=self.path, name=self.name, fingerprint=self.fingerprint,
+                             model_type=self.model_type)
 
 
 def migrate(connection: sqlite3.Connection, migrations: list[str] = MIGRATIONS) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from upcycle.ranking.analysis import (
     additive_model,
-    analyze,
+    findings,
     fraction_beating_base,
     ranking_stability,
     single_target_signal,
@@ -56,5 +56,5 @@ def test_fraction_beating_base_and_full_analysis():
     summary = pd.DataFrame({"avg_gain": [2.0, 0.5, -1.0], "ci_low": [1.0, -0.5, -2.0], "ci_high": [3.0, 1.5, -0.1]})
     assert fraction_beating_base(summary) == {"candidates": 3, "positive_avg_gain": 2, "ci_above_zero": 1,
                                               "ci_below_zero": 1, "fraction_positive": pytest.approx(2 / 3)}
-    result = analyze(summary, _additive(noise=0.3))
+    result = findings(summary, _additive(noise=0.3))
     assert set(result) == {"beating_base", "additive_model", "single_target_signal", "ranking_stability"}

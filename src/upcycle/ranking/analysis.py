@@ -116,8 +116,8 @@ def ranking_stability(gains: pd.DataFrame, *, draws: int = 300, seed: int = 0) -
     return rows
 
 
-def analyze(summary: pd.DataFrame, gains: pd.DataFrame) -> dict[str, Any]:
-    """Every analysis in one JSON-ready dict."""
+def findings(summary: pd.DataFrame, gains: pd.DataFrame) -> dict[str, Any]:
+    """Every analysis in one JSON-ready dict (:func:`upcycle.report.analyze` reads them from a stored bench)."""
     return {
         "beating_base": fraction_beating_base(summary),
         "additive_model": additive_model(gains),

@@ -76,9 +76,7 @@ class Bench(BaseModel):
 
 
 def _candidate(entry: ZooEntry) -> Candidate:
-    reference = CheckpointRef(reference=entry.path, name=entry.name, fingerprint=entry.fingerprint,
-                              model_type=entry.model_type)
-    return Candidate(checkpoint=reference, source_task=entry.source_task)
+    return Candidate(checkpoint=entry.ref(), source_task=entry.source_task)
 
 
 def plan_bench(

@@ -9,8 +9,7 @@ from typing import Any
 
 from ..errors import UpcycleError
 from ..ranking import Bench, build_leaderboard, expected_cells, gain_matrix, grid_frame, load_bench, summarize
-from ..ranking.analysis import analyze as study
-from ..ranking.analysis import probe_signal
+from ..ranking.analysis import findings, probe_signal
 from ..ranking.bench import linear_probes
 from ..store import Store
 from .files import write_atomic
@@ -31,7 +30,7 @@ def analyze(store: Store, bench: Bench | str | None = None, *, probe_target: str
     gains = gain_matrix(frame)
     if gains.shape[0] < 3 or gains.shape[1] < 2:
         raise UpcycleError("The analysis needs at least 3 candidates and 2 targets with results.")
-    result = study(summarize(frame, expected_cells(grid)), gains)
+    result = findings(summarize(frame, expected_cells(grid)), gains)
     if probe_target is not None:
         started = time.perf_counter()
         probes = linear_probes(grid, probe_target, max_examples=probe_examples)
