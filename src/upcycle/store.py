@@ -275,7 +275,8 @@ class Store:
         source_task: str | None = None, base_fingerprint: str | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> ZooEntry:
-        """Register a checkpoint; registering the same weights again updates name, path and lineage."""
+        """Register a checkpoint; registering the same weights again updates its name, path and lineage (the
+        rules for names are :func:`upcycle.zoo.register`'s)."""
         added = _now()
         with self._transaction() as db:
             db.execute(
@@ -290,6 +291,25 @@ class Store:
         entry = self.get_checkpoint(fingerprint)
         assert entry is not None
         return entry
+
+    def checkpoint_named(self, name: str) -> ZooEntry | None:
+        row = self._db.execute(
+            "SELECT fingerprint, name, path, arch, model_type, source_task, base_fingerprint, added_at "
+            "FROM checkpoints WHERE name = ? ORDER BY added_at LIMIT 1", (name,)
+        ).fetchone()
+        return None if row is None else ZooEntry(*row)
+
+    def rename_checkpoint(self, fingerprint: str, name: str) -> ZooEntry:
+        with self._transaction() as db:
+            db.execute("UPDATE checkpoints SET name = ? WHERE fingerprint = ?", (name, fingerprint))
+        entry = self.get_checkpoint(fingerprint)
+        assert entry is not None
+        return entry
+
+    def remove_checkpoint(self, fingerprint: str) -> None:
+        """Forget a zoo entry; results computed from it stay (they are keyed by fingerprint)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM checkpoints WHERE fingerprint = ?", (fingerprint,))
 
     def get_checkpoint(self, fingerprint: str) -> ZooEntry | None:
         row = self._db.execute(

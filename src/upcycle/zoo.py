@@ -4,11 +4,12 @@ and how a name, fingerprint prefix or path on the command line becomes a zoo ent
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import Checkpoint, resolve_checkpoint
+from .checkpoints import Checkpoint, require_finite_weights, resolve_checkpoint
 from .errors import ConfigError
 from .protocols import Protocol
 from .specs import FinetuneResult, FinetuneSpec, ProgressCallback
@@ -70,32 +71,81 @@ def register(
     source_task: str | None = None,
     base_fingerprint: str | None = None,
     only_if_new: bool = False,
+    rename: bool = False,
 ) -> ZooEntry:
-    """Add a checkpoint to the zoo. Lineage not given is read from its ``upcycle.json``, when it has one."""
+    """Add a checkpoint to the zoo. Lineage not given is read from its ``upcycle.json``, when it has one.
+
+    Names are unique. A checkpoint already registered keeps its name (its path and lineage are updated) unless
+    ``rename``; an explicit ``name`` that another checkpoint holds is refused, and a default name (the folder's)
+    that another checkpoint holds gets the fingerprint's first 8 characters appended. Weights holding NaN or inf
+    are refused before they enter.
+    """
     fingerprint = checkpoint.fingerprint
     existing = store.get_checkpoint(fingerprint)
     if only_if_new and existing is not None:
         return existing
+    if existing is None:
+        require_finite_weights(checkpoint)  # a corrupt checkpoint never enters the zoo
+    if existing is not None and not (rename and name):
+        chosen = existing.name
+    else:
+        chosen = unique_name(store, name or checkpoint.name, fingerprint, explicit=name is not None)
     provenance = checkpoint.provenance or {}
     return store.put_checkpoint(
-        fingerprint=fingerprint, name=name or checkpoint.name, path=str(checkpoint.path), arch=str(checkpoint.arch),
+        fingerprint=fingerprint, name=chosen, path=str(checkpoint.path), arch=str(checkpoint.arch),
         model_type=checkpoint.arch.model_type, source_task=source_task or provenance.get("task"),
         base_fingerprint=base_fingerprint or provenance.get("base_fingerprint"), provenance=provenance or None,
     )
 
 
+def unique_name(store: Store, name: str, fingerprint: str, *, explicit: bool) -> str:
+    """``name`` if no other checkpoint holds it; else ConfigError when the user chose it, or ``name-<fp[:8]>``."""
+    owner = store.checkpoint_named(name)
+    if owner is None or owner.fingerprint == fingerprint:
+        return name
+    if explicit:
+        raise ConfigError(f"The zoo already has a checkpoint named '{name}' ({owner.fingerprint[:12]}, "
+                          f"{owner.path}); choose another name, or rename that one with `upcycle zoo rename`.")
+    return unique_name(store, f"{name}-{fingerprint[:8]}", fingerprint, explicit=True)
+
+
 def zoo_add(
     store: Store, path: str, *, name: str | None = None, source_task: str | None = None, base: str | None = None,
-    allow_pickle: bool = False,
+    allow_pickle: bool = False, rename: bool = False,
 ) -> ZooEntry:
-    """Register the checkpoint at ``path`` (``base``, if given, is resolved to record its fingerprint)."""
+    """Register the checkpoint at ``path`` (``base``, if given, is resolved to record its fingerprint). A checkpoint
+    already in the zoo keeps its name unless ``rename`` (see :func:`register`)."""
     checkpoint = resolve_checkpoint(path, allow_pickle=allow_pickle)
     base_fingerprint = None
     if base is not None:
         base_checkpoint = resolve_checkpoint(base)
         register(store, base_checkpoint, only_if_new=True)
         base_fingerprint = base_checkpoint.fingerprint
-    return register(store, checkpoint, name=name, source_task=source_task, base_fingerprint=base_fingerprint)
+    return register(store, checkpoint, name=name, source_task=source_task, base_fingerprint=base_fingerprint,
+                    rename=rename)
+
+
+def zoo_rename(store: Store, reference: str, new_name: str) -> ZooEntry:
+    """Give the zoo entry ``reference`` (name or fingerprint prefix) the unique name ``new_name``."""
+    entry = find_entry(store, reference)
+    unique_name(store, new_name, entry.fingerprint, explicit=True)
+    return store.rename_checkpoint(entry.fingerprint, new_name)
+
+
+def zoo_remove(store: Store, reference: str, *, delete_files: bool = False) -> ZooEntry:
+    """Take the zoo entry ``reference`` (name or fingerprint prefix) out of the zoo; its stored results stay.
+    Its folder is deleted only with ``delete_files`` (never a package's bundled model, never a non-model folder)."""
+    entry = find_entry(store, reference)
+    folder = Path(entry.path)
+    if delete_files:
+        bundled = {resolve_checkpoint(alias).path.resolve() for alias in ("minilm",)}
+        if folder.resolve() in bundled or not (folder / "config.json").is_file():
+            raise ConfigError(f"{folder}: not a model folder upcycle may delete (a bundled model, or no "
+                              "config.json); remove it by hand if you mean to.")
+    store.remove_checkpoint(entry.fingerprint)
+    if delete_files:
+        shutil.rmtree(folder)
+    return entry
 
 
 def build_zoo(
@@ -124,19 +174,33 @@ def build_zoo(
         yield entry, result, cached
 
 
+def find_entry(store: Store, reference: str) -> ZooEntry:
+    """The zoo entry named ``reference``, or whose fingerprint starts with it (8+ characters); ConfigError else."""
+    entry = _lookup(store, reference)
+    if entry is None:
+        raise ConfigError(f"No zoo checkpoint is named '{reference}' or has a fingerprint starting with it "
+                          "(see `upcycle zoo list`).")
+    return entry
+
+
 def resolve_candidate(store: Store, reference: str) -> ZooEntry:
     """A zoo name or fingerprint prefix, else a checkpoint reference (registered on the way)."""
+    entry = _lookup(store, reference)
+    return entry if entry is not None else register(store, resolve_checkpoint(reference), only_if_new=True)
+
+
+def _lookup(store: Store, reference: str) -> ZooEntry | None:
     entries = store.checkpoints()
     by_name = [entry for entry in entries if entry.name == reference]
-    if len(by_name) == 1:
-        return by_name[0]
-    if len(by_name) > 1:
+    if len(by_name) > 1:  # only in a store written before names were unique
         raise ConfigError(f"Several zoo checkpoints are named '{reference}'; use a fingerprint prefix or path.")
+    if by_name:
+        return by_name[0]
     if len(reference) >= 8:
         by_print = [entry for entry in entries if entry.fingerprint.startswith(reference)]
         if len(by_print) == 1:
             return by_print[0]
-    return register(store, resolve_checkpoint(reference), only_if_new=True)
+    return None
 
 
 def default_candidates(store: Store) -> list[ZooEntry]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -150,3 +152,18 @@ def test_architectures_differ_in_their_keys(tmp_path):
     wide = resolve_checkpoint(save_tiny_bert(tmp_path / "wide", hidden_size=64))
     deep = resolve_checkpoint(save_tiny_bert(tmp_path / "deep", num_hidden_layers=3))
     assert wide.arch != deep.arch and str(wide.arch) == "bert-L2-H64-V30522"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_checkpoints_have_the_permissions_the_umask_asks_for(tiny_bert, tmp_path, umask):
+    """Not the private 0700 / 0600 of a temporary folder and of transformers' weight writer."""
+    model = load_for_classification(resolve_checkpoint(tiny_bert), ("a", "b"), seed=0)
+    previous = os.umask(umask)
+    try:
+        saved = save_checkpoint(model, load_tokenizer(resolve_checkpoint(tiny_bert)), tmp_path / "kept", {})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(saved.path.stat().st_mode) == 0o777 & ~umask
+    files = sorted(saved.path.iterdir())
+    assert "model.safetensors" in [f.name for f in files]
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o666 & ~umask for f in files}

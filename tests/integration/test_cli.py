@@ -54,7 +54,9 @@ def test_finetune_save_then_zoo_lists_lineage(tiny_bert, sentiment_folder, tmp_p
     assert saved.exit_code == 0, saved.output
     provenance = json.loads((tmp_path / "expert" / "upcycle.json").read_text())
     assert provenance["task"] == "toy_sentiment" and provenance["seed"] == 0
-    added = invoke("zoo", "add", tiny_bert, "--name", "tiny-base", "--db", db)
+    kept = invoke("zoo", "add", tiny_bert, "--name", "tiny-base", "--db", db)  # finetune registered the base
+    assert kept.exit_code == 0 and "already registered as" in kept.output and "name kept" in kept.output
+    added = invoke("zoo", "add", tiny_bert, "--name", "tiny-base", "--rename", "--db", db)
     assert added.exit_code == 0 and "registered tiny-base" in added.output
     listing = invoke("zoo", "list", "--db", db)
     expert_row = next(line for line in listing.output.splitlines() if "expert" in line)

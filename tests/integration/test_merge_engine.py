@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -166,6 +168,11 @@ def test_sharded_output_loads_and_equals_the_single_file(family, tmp_path):
     index = json.loads((sharded.path / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(tensors(single.path))
     assert sharded.fingerprint == single.fingerprint  # same tensors, whatever the file layout
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for folder in (single.path, sharded.path):  # an ordinary folder, readable by the umask's rules
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask
+        assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o666 & ~mask}
     from transformers import AutoModel
 
     with quiet_transformers():

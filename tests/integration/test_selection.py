@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import yaml
 from conftest import save_tiny_bert, sentiment_rows, write_rows
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from upcycle.cli import app
@@ -177,3 +179,49 @@ def test_a_damaged_cached_feature_is_recomputed_not_served(graded, shared_data):
     fresh = SelectionContext(store=store, target=target, candidates=(entry,), sample=Sample(n=16))
     assert np.allclose(fresh.target_features(entry), first, atol=1e-2)
     assert store.get_features(entry.fingerprint, target.fingerprint, Sample(n=16).key) is not None
+
+
+def corrupt_copy(source, target, tensor: str = "encoder.layer.0.attention.self.query.weight"):
+    """A copy of the checkpoint at ``source`` with one NaN in ``tensor``: what a crashed trainer can leave."""
+    shutil.copytree(source, target)
+    weights = load_file(target / "model.safetensors")
+    name = next(key for key in weights if key.endswith(tensor))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    return target, name
+
+
+def test_a_corrupt_checkpoint_never_enters_the_zoo(graded, tmp_path):
+    store, _, folder = graded
+    expert = next((folder / "experts").iterdir())
+    corrupt, tensor = corrupt_copy(expert, tmp_path / "nanny")
+    before = len(store.checkpoints())
+    with pytest.raises(UpcycleError, match=rf"tensor '{tensor}' holds 1 NaN or inf value\(s\)"):
+        zoo_add(store, str(corrupt), name="nanny")
+    added = runner.invoke(app, ["zoo", "add", str(corrupt), "--name", "nanny", "--db", str(store.path)])
+    assert added.exit_code == 2 and tensor in added.output and "Traceback" not in added.output
+    assert len(store.checkpoints()) == before
+
+
+def test_one_corrupt_candidate_is_ranked_last_with_a_note_and_the_rest_are_ranked(graded, shared_data, tmp_path):
+    """A store from before the screening (or weights corrupted after registration) must not break select."""
+    store, _, folder = graded
+    expert = next((folder / "experts").iterdir())
+    corrupt, _ = corrupt_copy(expert, tmp_path / "nanny", tensor="embeddings.word_embeddings.weight")
+    good = [e for e in store.checkpoints() if e.source_task in SOURCES]
+    with Store(tmp_path / "old.db") as old:
+        for entry in good:  # the registered experts, and the corrupt one written straight into the table
+            old.put_checkpoint(fingerprint=entry.fingerprint, name=entry.name, path=entry.path, arch=entry.arch,
+                               model_type=entry.model_type, source_task=entry.source_task,
+                               base_fingerprint=entry.base_fingerprint, provenance=None)
+        old.put_checkpoint(fingerprint="f" * 64, name="nanny", path=str(corrupt), arch=good[0].arch,
+                           model_type="bert", source_task="sst2", base_fingerprint=None, provenance=None)
+        for estimator in ("logme", "probe"):
+            (selection,) = select(old, shared_data / "poem_sentiment", estimator=estimator, examples=48)
+            ranked = [entry.name for entry, _ in selection.ranking]
+            assert ranked[-1] == "nanny" and np.isnan(selection.ranking[-1][1]), estimator
+            assert all(np.isfinite(score) for _, score in selection.ranking[:-1])
+            assert any("nanny" in note and "NaN" in note for note in selection.estimate.notes), selection.estimate
+    shown = runner.invoke(app, ["select", str(shared_data / "poem_sentiment"), "--examples", "48", "--db",
+                                str(tmp_path / "old.db")])
+    assert shown.exit_code == 0 and "nanny" in shown.output and "ranked last" in shown.output, shown.output

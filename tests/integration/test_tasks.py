@@ -183,3 +183,60 @@ def test_hub_dataset_conversion_keeps_class_names(monkeypatch):
     assert calls == [("someone/reviews", "default")]
     assert task.name == "reviews" and task.label_names == ("negative", "positive")
     assert task.sizes() == {"train": 40, "validation": 10, "test": 10}
+
+
+# ---------------------------------------------------------------------------------- missing labels (issue 14)
+
+
+@pytest.mark.parametrize(("file_name", "hole"), [("data.csv", "NaN"), ("data.csv", "nan"), ("data.csv", "NA"),
+                                                 ("data.csv", math.nan), ("data.jsonl", None)],
+                         ids=["csv-NaN", "csv-nan", "csv-NA", "csv-empty-cell", "jsonl-null"])
+def test_missing_regression_label_names_the_row_before_guessing_the_kind(tmp_path, file_name, hole):
+    """One missing label in a numeric column used to turn it into strings, hence 'classification', and the
+    error then blamed 'labels never seen in train: ['1.48', ...]'."""
+    rows = [{"text": f"s {i}", "label": round(i / 3 + 0.15, 2)} for i in range(20)]
+    rows[7]["label"] = hole
+    file = write_rows(tmp_path / file_name, rows)
+    if file_name.endswith(".csv"):
+        assert file.read_text().splitlines()[8] == f"s 7,{'' if hole is math.nan else hole}"  # the cell as meant
+    with pytest.raises(TaskError) as caught:
+        load_task(file)
+    message = str(caught.value)
+    assert message.startswith(f"{file} (train): row 8: the label is missing (")
+    assert message.endswith("); remove the row or fill it in.")
+    assert "never seen" not in message and "never appears" not in message
+
+
+def test_missing_label_in_a_later_split_and_in_integer_classes(tmp_path):
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    write_rows(folder / "train.csv", [{"text": f"s {i}", "label": i / 4} for i in range(30)])
+    dev = [{"text": f"d {i}", "label": i / 4} for i in range(10)]
+    dev[2]["label"] = "nan"
+    write_rows(folder / "dev.csv", dev)
+    with pytest.raises(TaskError, match=r"scores \(validation\): row 3: the label is missing \('nan'\)"):
+        load_task(folder)
+    classes = [{"text": f"s {i}", "label": i % 2} for i in range(20)]
+    classes[4]["label"] = "NaN"
+    with pytest.raises(TaskError, match=r"\(train\): row 5: the label is missing \('NaN'\)"):
+        load_task(write_rows(tmp_path / "classes.csv", classes))
+
+
+def test_words_like_na_stay_classes_among_string_labels(tmp_path):
+    rows = [{"text": f"s {i}", "label": ["NA", "cause", "part"][i % 3]} for i in range(30)]
+    task = load_task(write_rows(tmp_path / "relations.csv", rows))
+    assert task.kind == "classification" and task.label_names == ("NA", "cause", "part")
+    rows[4]["label"] = ""
+    with pytest.raises(TaskError, match=r"\(train\): row 5: the label is missing \(empty, null or NaN\)"):
+        load_task(write_rows(tmp_path / "relations.csv", rows))
+
+
+def test_canonical_folder_with_a_null_label(tmp_path):
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"task": "regression", "inputs": ["text"]}))
+    rows = [{"text": f"s {i}", "label": i / 4} for i in range(20)]
+    rows[2]["label"] = None
+    write_rows(folder / "train.jsonl", rows)
+    with pytest.raises(TaskError, match=r"train\.jsonl: row 3: the label is missing \(empty, null or NaN\)"):
+        load_task(folder)

@@ -14,6 +14,8 @@ from ..protocols import get_protocol, parse_overrides
 from ..store import Store
 from ..zoo import build_zoo
 from ..zoo import zoo_add as add_to_zoo
+from ..zoo import zoo_remove as remove_from_zoo
+from ..zoo import zoo_rename as rename_in_zoo
 from .common import (
     AllowPickleOption,
     DbOption,
@@ -37,13 +39,49 @@ def zoo_add(
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     source_task: Annotated[str | None, typer.Option(help="Task it was finetuned on.")] = None,
     base: Annotated[str | None, typer.Option(help="Checkpoint it was finetuned from.")] = None,
+    rename: Annotated[bool, typer.Option(help="If it is registered already, give it --name.")] = False,
     allow_pickle: AllowPickleOption = False,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
-    """Register a checkpoint with its lineage."""
+    """Register a checkpoint with its lineage (names are unique; a registered checkpoint keeps its name)."""
     with Store(db) as store:
-        entry = add_to_zoo(store, path, name=name, source_task=source_task, base=base, allow_pickle=allow_pickle)
-    console.print(f"registered [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]} ({entry.arch})")
+        known = {entry.fingerprint for entry in store.checkpoints()}
+        entry = add_to_zoo(store, path, name=name, source_task=source_task, base=base, allow_pickle=allow_pickle,
+                           rename=rename)
+    if entry.fingerprint in known and name is not None and entry.name != name:
+        console.print(f"already registered as [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]}; name kept "
+                      "(--rename gives it the new one)", highlight=False)
+        return
+    console.print(f"registered [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]} ({entry.arch}) "
+                  f"at {escape(entry.path)}", highlight=False)
+
+
+@zoo_app.command("rename")
+@friendly_errors
+def zoo_rename(
+    old: Annotated[str, typer.Argument(help="Zoo name or fingerprint prefix.")],
+    new: Annotated[str, typer.Argument(help="The new, unique name.")],
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Rename a zoo checkpoint."""
+    with Store(db) as store:
+        entry = rename_in_zoo(store, old, new)
+    console.print(f"renamed {escape(old)} to [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]}", highlight=False)
+
+
+@zoo_app.command("remove")
+@friendly_errors
+def zoo_remove(
+    name: Annotated[str, typer.Argument(help="Zoo name or fingerprint prefix.")],
+    delete_files: Annotated[bool, typer.Option(help="Also delete the checkpoint's folder.")] = False,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Take a checkpoint out of the zoo (its stored results stay; its files stay unless --delete-files)."""
+    with Store(db) as store:
+        entry = remove_from_zoo(store, name, delete_files=delete_files)
+    kept = "deleted" if delete_files else "kept"
+    console.print(f"removed [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]} from the zoo; its folder "
+                  f"{escape(entry.path)} is {kept}", highlight=False)
 
 
 @zoo_app.command("list")

@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..checkpoints import Checkpoint, CheckpointRef, resolve_checkpoint
-from ..checkpoints.streaming import MappedCheckpoint, read_entries
+from ..checkpoints import Checkpoint, CheckpointRef, require_finite_weights, resolve_checkpoint
 from ..errors import CheckpointError, ConfigError, MergeError, UpcycleError
 from ..execute import Executor
-from ..merging import merge, require_finite
+from ..merging import merge
 from ..merging.methods import FUSION_METHODS, FUSION_PARAMETERS, MODEL_PARAMETERS
 from ..protocols import Protocol
 from ..store import Store
@@ -259,12 +258,7 @@ def _screen(contributions: list[Contribution], base_fingerprint: str) -> tuple[l
             checkpoint = resolve_checkpoint(contribution.checkpoint_path)
             if (checkpoint.provenance or {}).get("base_fingerprint") != base_fingerprint:
                 raise MergeError("it was not finetuned from this iteration's base")
-            entries = read_entries(checkpoint.weight_files)
-            with MappedCheckpoint(entries) as mapped:
-                for name, entry in entries.items():
-                    if entry.floating:
-                        require_finite(mapped.get(name), name=name, model=contribution.contributor)
-                        mapped.release(name)
+            require_finite_weights(checkpoint)
         except (CheckpointError, MergeError) as error:
             rejected[contribution.contributor] = str(error)
             continue

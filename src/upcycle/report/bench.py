@@ -14,6 +14,7 @@ from ..ranking.bench import linear_probes
 from ..store import Store
 from .files import write_atomic
 from .leaderboard import to_markdown
+from .markdown import markdown_cell, markdown_code
 
 GRID_CSV_COLUMNS = ["candidate", "fingerprint", "target", "seed", "metric", "score"]
 
@@ -66,7 +67,7 @@ def analysis_markdown(bench: Bench, result: dict[str, Any]) -> str:
     signal, stability = result["single_target_signal"], result["ranking_stability"]
     shuffled = additive["shuffled"]
     lines = [
-        f"## Analysis of `{bench.name}` ({bench.arch})",
+        f"## Analysis of {markdown_code(bench.name)} ({markdown_cell(bench.arch)})",
         "",
         f"- **Beating the base**: {beating['positive_avg_gain']} of {beating['candidates']} candidates have a "
         f"positive average gain; the 95% CI lies above zero for {beating['ci_above_zero']} and below zero for "
@@ -79,7 +80,8 @@ def analysis_markdown(bench: Bench, result: dict[str, Any]) -> str:
         f"{additive['variance']:.2f}.",
         f"- **One target as a cheap signal**: Spearman between a candidate's gain on one target and its average "
         f"gain on the others: mean {signal['mean']:.2f}, median {signal['median']:.2f}; best target "
-        f"{signal['best']} ({signal['per_target'][signal['best']]:.2f}), worst {signal['worst']} "
+        f"{markdown_cell(signal['best'])} ({signal['per_target'][signal['best']]:.2f}), worst "
+        f"{markdown_cell(signal['worst'])} "
         f"({signal['per_target'][signal['worst']]:.2f}).",
         *_probe_lines(result.get("linear_probe_signal")),
         "- **Ranking stability** (random subsets of k targets vs all targets):",
@@ -96,10 +98,11 @@ def _probe_lines(probe: dict[str, Any] | None) -> list[str]:
     if not probe or "spearman_vs_avg_gain_elsewhere" not in probe:
         return []
     on_target = probe.get("spearman_vs_gain_on_target")
+    target = markdown_cell(probe["target"])
     return [
         f"- **A linear probe as a cheap signal**: logistic regression on frozen mean-pooled features of "
-        f"{probe['examples']} {probe['target']} training examples ({probe['candidates']} candidates, "
+        f"{probe['examples']} {target} training examples ({probe['candidates']} candidates, "
         f"{probe['seconds']:.0f}s in all): Spearman {probe['spearman_vs_avg_gain_elsewhere']:.2f} with the average "
-        f"gain on the other targets" + (f", {on_target:.2f} with the gain on {probe['target']} itself." if
+        f"gain on the other targets" + (f", {on_target:.2f} with the gain on {target} itself." if
                                          on_target is not None else ".")
     ]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..ranking import Bench, Leaderboard
 from ..ranking.leaderboard import EXCLUDED
+from .markdown import markdown_cell, markdown_code
 
 FORMATS = ("table", "csv", "json", "markdown")
 TABLE_NOTE = "base row: absolute scores x100. '-': source data overlaps the target, not counted."
@@ -23,7 +24,7 @@ def _yes(flag: bool) -> str:
 
 def to_table(board: Leaderboard) -> Table:
     """A Rich table: gains coloured by sign, overlaps as '-', names escaped for Rich markup."""
-    table = Table(title=f"{board.bench.name} ({board.bench.arch}): gain over the vanilla base, points; "
+    table = Table(title=f"{escape(board.bench.name)} ({escape(board.bench.arch)}): gain over the vanilla base, points; "
                         f"{board.cells_done}/{board.cells_total} finetunes", title_justify="left")
     for column in ("#", "candidate", "source", "avg gain", "95% CI", "W/L", "worst", "full", *board.targets):
         table.add_column(escape(column), justify="left" if column in ("candidate", "source") else "right")
@@ -56,6 +57,11 @@ def flat_rows(board: Leaderboard) -> list[dict[str, Any]]:
 
 
 def to_csv(board: Leaderboard) -> str:
+    """The flat rows as CSV. pandas quotes cells with commas, quotes or newlines, so any name reads back as it
+    was. No guard against spreadsheet formulas (a name starting with ``=``, ``+``, ``-`` or ``@``): the usual
+    guard, a leading ``'``, changes the value, so the CSV would no longer read back to the same names in pandas
+    or scripts, its main readers; and names come from the user's own checkpoints and tasks (hub ids cannot start
+    with those characters). Numbers, negative ones included, are written as numbers either way."""
     buffer = io.StringIO()
     pd.DataFrame(flat_rows(board)).to_csv(buffer, index=False)
     return buffer.getvalue()
@@ -82,11 +88,12 @@ def _cell(value: Any) -> str:
 
 def to_markdown(board: Leaderboard) -> str:
     bench = board.bench
-    header = ["#", "candidate", "source", "avg gain", "95% CI", "W/L", "worst", "full", *board.targets]
+    header = ["#", "candidate", "source", "avg gain", "95% CI", "W/L", "worst", "full",
+              *(markdown_cell(target) for target in board.targets)]
     lines = [
-        f"## Leaderboard `{bench.name}` ({bench.arch})",
+        f"## Leaderboard {markdown_code(bench.name)} ({markdown_cell(bench.arch)})",
         "",
-        (f"Protocol `{bench.protocol.name}` ({_protocol_summary(bench)}), seeds {list(bench.seeds)}, "
+        (f"Protocol {markdown_code(bench.protocol.name)} ({_protocol_summary(bench)}), seeds {list(bench.seeds)}, "
         f"{board.cells_done}/{board.cells_total} finetunes stored. Gains are points (x100) over the vanilla "
         "base's mean over seeds; the base row shows its absolute scores. CI: 95% bootstrap over targets and "
         f"seeds. `{EXCLUDED}`: left out because the candidate's source data overlaps the target."),
@@ -96,15 +103,15 @@ def to_markdown(board: Leaderboard) -> str:
     ]
     for row in board.rows:
         if row.is_base:
-            cells = ["", row.candidate, "", "0", "", "", "", _yes(row.fully_tested),
+            cells = ["", markdown_cell(row.candidate), "", "0", "", "", "", _yes(row.fully_tested),
                      *(f"{row.values[t]:.2f}" if row.values[t] is not None else "" for t in board.targets)]
         else:
-            cells = [str(row.rank), row.candidate, row.source_task or "", f"{row.avg_gain:+.2f}",
-                     f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]", f"{row.wins}/{row.losses}",
+            cells = [str(row.rank), markdown_cell(row.candidate), markdown_cell(row.source_task or ""),
+                     f"{row.avg_gain:+.2f}", f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]", f"{row.wins}/{row.losses}",
                      f"{row.worst_loss:+.2f}", _yes(row.fully_tested), *(_cell(row.values[t]) for t in board.targets)]
         lines.append("| " + " | ".join(cells) + " |")
     if board.problems:
-        lines += ["", "Integrity problems:", *(f"- {problem}" for problem in board.problems)]
+        lines += ["", "Integrity problems:", *(f"- {markdown_cell(problem)}" for problem in board.problems)]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..ranking import Bench
 from ..selection.evaluation import BRUTE_FORCE, RANDOM
+from .markdown import markdown_cell, markdown_code
 
 
 def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str) -> str:
@@ -38,11 +39,12 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
     targets = sorted(frame["target"].unique())
     undefined = sorted(frame.loc[frame["regret_at_1"].isna(), "target"].unique())
     lines = [
-        f"# Selecting starting points: {bench.name} ({bench.arch.split('(')[0]})",
+        f"# Selecting starting points: {markdown_cell(bench.name)} ({markdown_cell(bench.arch.split('(')[0])})",
         "",
         f"Leave-one-target-out over the stored grid: {int(frame['candidates'].max())} candidates, "
         f"{len(targets)} targets, ground truth = mean test score over {len(bench.seeds)} seed(s) under "
-        f"protocol `{bench.protocol.name}`. Regret@k = (M - best true score in the predicted top k) / M x 100. "
+        f"protocol {markdown_code(bench.protocol.name)}. "
+        "Regret@k = (M - best true score in the predicted top k) / M x 100. "
         "Cost = estimator CPU seconds / brute-force CPU seconds (finetuning every candidate once on the target). "
         "Brackets: 95% bootstrap interval over targets. "
         f"`{RANDOM}` is the exact expectation of a random order; `{BRUTE_FORCE}` picks by one seed's finetunes "
@@ -54,7 +56,7 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
     order = sorted(summary, key=lambda name: (summary[name]["regret_at_3"], summary[name]["regret_at_1"]))
     for name in order:
         entry = summary[name]
-        label = f"**{name}** (default)" if name == default else name
+        label = f"**{markdown_cell(name)}** (default)" if name == default else markdown_cell(name)
         low1, high1 = entry["regret_at_1_ci"]
         low3, high3 = entry["regret_at_3_ci"]
         lines.append(
@@ -64,12 +66,13 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
             f"{entry['cpu_seconds_per_target']:.1f} | {entry['fallbacks']} |"
         )
     if undefined:
-        lines += ["", f"Regret is undefined (best score <= 0) and left out of its means on: {', '.join(undefined)}."]
-    header = "| estimator | " + " | ".join(targets) + " |"
+        names = ", ".join(map(markdown_cell, undefined))
+        lines += ["", f"Regret is undefined (best score <= 0) and left out of its means on: {names}."]
+    header = "| estimator | " + " | ".join(map(markdown_cell, targets)) + " |"
     for metric, title in (("regret_at_1", "Regret@1"), ("regret_at_3", "Regret@3")):
         lines += ["", f"## {title} per target", "", header, "|---|" + "---|" * len(targets)]
         per_target = frame.pivot_table(index="estimator", columns="target", values=metric, aggfunc="mean")
         for name in order:
             cells = [("" if np.isnan(v) else f"{v:.1f}") for v in per_target.loc[name].reindex(targets)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {markdown_cell(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

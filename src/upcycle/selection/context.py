@@ -8,6 +8,7 @@ it was bought for: estimator costs do not depend on what happens to be cached.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -168,15 +169,34 @@ class SelectionContext:
         assert self.cache is not None
         return self.cache.pooled(candidate, self.target_source, self.sample, self.meter)
 
-    def score_features(self, label: str, fit: Callable[[np.ndarray], float]) -> dict[str, float]:
-        """``{fingerprint: fit(target features (n, hidden))}`` over the candidates; each fit is timed as the
-        estimator's own work under ``label``."""
+    def per_candidate(self, label: str, score: Callable[[ZooEntry], float]) -> dict[str, float]:
+        """``{fingerprint: score(candidate)}`` over the candidates. One that cannot be scored (unreadable or
+        corrupt weights, NaN features, a numerical failure) gets NaN, ranks last and is named in a note; the others
+        are still ranked. Running out of budget, or the estimator not applying to the target, stops it as before."""
         result = {}
         for candidate in self.candidates:
-            features = self.target_features(candidate)
-            with self.meter.timed(f"{label}:{candidate.fingerprint}"):
-                result[candidate.fingerprint] = fit(features)
+            try:
+                result[candidate.fingerprint] = score(candidate)
+            except (BudgetExhausted, EstimatorUnavailable):
+                raise
+            except (UpcycleError, ArithmeticError, ValueError) as error:  # LinAlgError is a ValueError
+                self.note(f"{candidate.name}: {label} could not score it ({type(error).__name__}: {error}); "
+                          "ranked last.")
+                result[candidate.fingerprint] = math.nan
         return result
+
+    def score_features(self, label: str, fit: Callable[[np.ndarray], float]) -> dict[str, float]:
+        """``{fingerprint: fit(target features (n, hidden))}`` over the candidates (see :meth:`per_candidate`);
+        each fit is timed as the estimator's own work under ``label``."""
+
+        def score(candidate: ZooEntry) -> float:
+            features = self.target_features(candidate)
+            if not np.isfinite(features).all():
+                raise FloatingPointError("its features hold NaN or inf; are its weights corrupt?")
+            with self.meter.timed(f"{label}:{candidate.fingerprint}"):
+                return fit(features)
+
+        return self.per_candidate(label, score)
 
     def source_of(self, candidate: ZooEntry) -> TaskSource | None:
         """The task ``candidate`` was finetuned on, from its lineage; None when unknown."""

@@ -37,6 +37,10 @@ SPLIT_ALIASES = {
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 CARVE_FRACTION = 0.1  # share of train carved out for a missing validation or test split
 CARVE_SEED = 0
+# Spellings of "no value" in a label column (compared stripped and lower-cased). Empty cells, null and NaN
+# are always missing; these words only where the column is otherwise numeric (or the task is regression),
+# since 'NA' or 'none' can be a real class name (e.g. 'NA' for "no relation").
+MISSING_LABEL_WORDS = frozenset({"nan", "-nan", "+nan", "na", "n/a", "#n/a", "<na>", "null", "none"})
 
 
 def load_task(
@@ -168,6 +172,8 @@ def _split_from_rows(
         missing = [column for column in wanted if column not in row]
         if missing:
             raise TaskError(f"{file}: row {number} lacks {missing}; it has {sorted(row)}.")
+        if _is_missing(row[columns.label]):
+            raise _missing_label(file, number, row[columns.label])
     labels = [row[columns.label] for row in rows]
     if kind == "classification":
         count = len(label_names or [])
@@ -181,10 +187,14 @@ def _split_from_rows(
 
 
 def _float_label(value: Any, where: Any, number: int) -> float:
+    if _is_missing_label(value, numeric=True):
+        raise _missing_label(where, number, value)
     try:
         result = float(value)
     except (TypeError, ValueError):
         raise TaskError(f"{where}: row {number}: regression target {value!r} is not a number.") from None
+    if math.isnan(result):  # a NaN that is no Python float, e.g. numpy.float32('nan')
+        raise _missing_label(where, number, value)
     if not math.isfinite(result):
         raise TaskError(f"{where}: row {number}: regression target is {result}; drop or fix that row.")
     return result
@@ -239,6 +249,7 @@ def _task_from_frames(frames, columns: _Columns, task_type: str, name: str, sour
             )
         if len(frame) == 0:
             raise TaskError(f"{source} ({split}): the split is empty.")
+    _check_labels_present(frames, columns.label, task_type, source)  # before guessing the kind from them
     train_labels = frames["train"][columns.label]
     kind = _infer_kind(train_labels) if task_type == "auto" else task_type
     label_names = None
@@ -253,8 +264,6 @@ def _task_from_frames(frames, columns: _Columns, task_type: str, name: str, sour
         if kind == "classification":
             labels = []
             for number, label in enumerate(raw, start=1):
-                if _is_missing(label):
-                    raise TaskError(f"{source} ({split}): row {number} has no label.")
                 if str(label) not in index:
                     raise TaskError(
                         f"{source} ({split}): label {label!r} (row {number}) never appears in train; "
@@ -279,6 +288,47 @@ def _text_column(frame, column: str, source: str, split: str) -> tuple[str, ...]
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_missing_label(value: Any, numeric: bool) -> bool:
+    """None, NaN, an empty string; with ``numeric`` also a word of MISSING_LABEL_WORDS ('NaN', 'NA', ...)."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return not word or (numeric and word in MISSING_LABEL_WORDS)
+    return _is_missing(value)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.number)):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _missing_label(where: Any, number: int, value: Any) -> TaskError:
+    shown = repr(value) if isinstance(value, str) and value.strip() else "empty, null or NaN"
+    return TaskError(f"{where}: row {number}: the label is missing ({shown}); remove the row or fill it in.")
+
+
+def _check_labels_present(frames, label: str, task_type: str, source: str) -> None:
+    """Raise on the first row without a label, in split order. Tables are read with ``keep_default_na=False``
+    (so a text 'NA' stays text), which leaves a 'NaN' label a string; unchecked, one such cell turns a numeric
+    column into strings and regression into classification. Numeric: the task is regression, or every train
+    label that is not a missing word is a number (then 'NaN', 'NA', ... are missing, not classes)."""
+    train = frames["train"][label]
+    present = [value for value, na in zip(train.tolist(), train.isna().tolist(), strict=True)
+               if not na and not _is_missing_label(value, numeric=True)]
+    numeric = task_type == "regression" or all(_is_number(value) for value in present)
+    for split, frame in frames.items():
+        column = frame[label]
+        for number, (value, na) in enumerate(zip(column.tolist(), column.isna().tolist(), strict=True), start=1):
+            if na or _is_missing_label(value, numeric):  # isna: also pandas' own NA of nullable dtypes
+                raise _missing_label(f"{source} ({split})", number, value)
 
 
 def _infer_kind(labels) -> TaskKind:

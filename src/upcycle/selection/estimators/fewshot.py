@@ -60,9 +60,9 @@ class FewShotProxy(Estimator):
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         train, held_out = fewshot_splits(context.target, context.seed)
-        result = {}
-        for candidate in context.candidates:
+
+        def score(candidate: ZooEntry) -> float:
             with context.meter.timed(f"fewshot:{candidate.fingerprint}"):
-                result[candidate.fingerprint] = fewshot_score(candidate, context.target, train, held_out,
-                                                              context.seed)
-        return result
+                return fewshot_score(candidate, context.target, train, held_out, context.seed)
+
+        return context.per_candidate(self.name, score)
