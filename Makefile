@@ -22,11 +22,12 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 # Main job: which checkpoint should I start from for my data? Builds a small MiniLM zoo from the shared data
-# (4 experts, once: stored in upcycle.db), ranks it for poem_sentiment with the default estimator, then
-# finetunes the top 2 and vanilla MiniLM on it to check. A rerun trains nothing.
+# (4 experts, once: stored in upcycle.db), ranks it for poem_sentiment with the default estimator, finetunes the
+# top 2 and vanilla MiniLM on it to check, and keeps the measured best, finetuned, in runs/demo-best.
+# A rerun trains nothing.
 demo: setup
 	$(UPCYCLE) zoo build --base minilm --sources sst2,ag_news,mrpc,dair_emotion --out runs/demo-zoo $(FAST)
-	$(UPCYCLE) select $(DATA)/poem_sentiment --verify-top 2 $(FAST)
+	$(UPCYCLE) select $(DATA)/poem_sentiment --verify-top 2 --save runs/demo-best $(FAST)
 
 test: setup
 	$(PY) -m pytest -q
@@ -66,4 +67,4 @@ merge-vs-mergekit: setup .venv-mergekit/.installed
 	$(PY) benchmarks/merge_vs_mergekit.py --mergekit .venv-mergekit/bin/mergekit-yaml
 
 clean:
-	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo
+	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo runs/demo-best

@@ -37,6 +37,22 @@ SIZES = {  # Llama-style geometry; "full" is the issue's 200-500M parameter rang
                   num_attention_heads=4, num_key_value_heads=2),
 }
 FINETUNES = 3
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable(path: str) -> str:
+    """A path as the committed results record it: relative to the repository root, else just its name (no
+    machine's absolute paths in benchmarks/results)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else resolved.name
+
+
+def portable_config(config: dict) -> dict:
+    """A method's YAML with its model paths made :func:`portable` (the runs themselves read absolute ones)."""
+    recorded = {**config, "models": [{**m, "model": portable(m["model"])} for m in config["models"]]}
+    if "base_model" in config:
+        recorded["base_model"] = portable(config["base_model"])
+    return recorded
 
 
 def method_configs(models: list[Path]) -> dict[str, dict]:
@@ -158,7 +174,8 @@ def mergekit_on_minilm(mergekit: str, work: Path) -> dict[str, str]:
         done = subprocess.run([mergekit, str(file), str(out), "--no-copy-tokenizer", *flags],
                               capture_output=True, text=True)
         lines = [line for line in (done.stderr + done.stdout).splitlines() if "Error" in line]
-        outcomes[case] = "merged" if done.returncode == 0 else f"exit {done.returncode}: {(lines or [''])[-1]}"[:300]
+        line = (lines or [""])[-1].replace(f"{ROOT}/", "").replace(f"{work}/", "")  # no absolute paths recorded
+        outcomes[case] = "merged" if done.returncode == 0 else f"exit {done.returncode}: {line}"[:300]
     return outcomes
 
 
@@ -229,7 +246,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {"mergekit": version(args.mergekit, "mergekit"), "upcycle": version(args.upcycle, "upcycle"),
                      "torch": torch.__version__},
-        "configs": configs,
+        "configs": {method: portable_config(config) for method, config in configs.items()},
         "methods": results,
         "mergekit_on_minilm": minilm,
     }

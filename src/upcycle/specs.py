@@ -89,4 +89,5 @@ class FinetuneResult(BaseModel):
     checkpoint_path: str | None = None
     versions: dict[str, str]
     created_at: str
+    notes: list[str] = []  # what makes the score less certain than it looks (small or carved test split, ...)
 

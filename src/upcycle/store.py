@@ -131,19 +131,31 @@ def migrate(connection: sqlite3.Connection, migrations: list[str] = MIGRATIONS) 
 
 
 class Store:
-    """Results and zoo in one SQLite database. The process that holds it is its only writer."""
+    """Results and zoo in one SQLite database. The process that holds it is its only writer.
+
+    A database this store created is removed again when its ``with`` block ends in an exception before any row
+    was written (a failing command leaves no empty file behind); a database that existed before is never removed.
+    """
 
     def __init__(self, path: str | Path = DEFAULT_DB):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.created = not self.path.exists()
+        connection = None
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            migrate(self._db)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self.path}: not a usable upcycle database ({error}). Use another --db.") from None
+            self._db = connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            migrate(connection)
+        except BaseException as error:
+            if connection is not None:
+                connection.close()
+            if self.created:
+                self._remove_files()
+            if isinstance(error, sqlite3.DatabaseError):
+                raise StoreError(f"{self.path}: not a usable upcycle database ({error}). Use another --db.") from None
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -151,8 +163,24 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        discard = exc_type is not None and self.created and self.is_empty()
         self.close()
+        if discard:
+            self._remove_files()
+
+    def is_empty(self) -> bool:
+        """True when no table holds a row (a database only just created); False when unsure."""
+        try:
+            tables = [name for (name,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            return not any(self._db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() for table in tables)
+        except sqlite3.Error:
+            return False
+
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -199,15 +227,23 @@ class Store:
         rows = self._db.execute(query + " ORDER BY created_at DESC, key", args).fetchall()
         return [FinetuneResult.model_validate_json(row[0]) for row in rows]
 
-    def result_rows(self) -> list[dict[str, Any]]:
-        """Results joined with their checkpoint names: tidy rows for tables and exports."""
+    def result_rows(self, *, task: str | None = None) -> list[dict[str, Any]]:
+        """Results joined with their checkpoint names and their tasks' sources (where a task was loaded from, so
+        two tasks of one name stay apart; None when the task was never registered): tidy rows for tables and
+        exports. ``task``: only the results of tasks of this name or whose fingerprint starts with it (8+ hex
+        characters, as a zoo fingerprint prefix)."""
         rows = self._db.execute(
             """SELECT r.key, COALESCE(c.name, substr(r.base_fingerprint, 1, 12)), r.base_fingerprint, r.task_name,
-                      r.seed, r.protocol, r.metric, r.score, r.result
+                      r.task_fingerprint, t.source, r.seed, r.protocol, r.metric, r.score, r.result
                FROM finetune_results r LEFT JOIN checkpoints c ON c.fingerprint = r.base_fingerprint
-               ORDER BY r.task_name, 2, r.seed"""
+                    LEFT JOIN tasks t ON t.fingerprint = r.task_fingerprint
+               ORDER BY r.task_name, t.source, 2, r.seed"""
         ).fetchall()
-        names = ("key", "base", "base_fingerprint", "task", "seed", "protocol", "metric", "score")
+        names = ("key", "base", "base_fingerprint", "task", "task_fingerprint", "task_source", "seed", "protocol",
+                 "metric", "score")
+        if task is not None:
+            prefix = task.lower() if len(task) >= 8 else None
+            rows = [row for row in rows if row[3] == task or (prefix and row[4].startswith(prefix))]
         return [dict(zip(names, row[:-1]), result=FinetuneResult.model_validate_json(row[-1])) for row in rows]
 
     def scores(self, keys: list[str]) -> dict[str, tuple[str, float]]:

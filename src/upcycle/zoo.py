@@ -4,13 +4,14 @@ and how a name, fingerprint prefix or path on the command line becomes a zoo ent
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import Checkpoint, require_finite_weights, resolve_checkpoint
-from .errors import ConfigError
+from .checkpoints import PROVENANCE_FILE, Checkpoint, require_finite_weights, resolve_checkpoint
+from .errors import CheckpointError, ConfigError
 from .protocols import Protocol
 from .specs import FinetuneResult, FinetuneSpec, ProgressCallback
 from .store import Store, ZooEntry
@@ -36,7 +37,8 @@ def finetune(
 
     A spec already in ``store`` is returned without training unless ``force`` is set, or ``save`` asks for
     weights that the stored run did not keep. With ``save`` the new checkpoint is also registered in the
-    zoo, with the base and task as its lineage.
+    zoo, with the base and task as its lineage; a ``save`` folder that exists and holds anything else (another
+    model, a zoo entry, files) is refused rather than overwritten.
     """
     checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base, allow_pickle=allow_pickle)
     loaded = task if isinstance(task, Task) else load_task(task, **task_options)
@@ -49,6 +51,10 @@ def finetune(
         cached = None if force else store.get_result(spec.key())
         if cached is not None and (save is None or _saved_at(cached, save)):
             return cached, True
+    if save is not None:
+        _refuse_to_overwrite(Path(save), spec.key(), store)
+    if progress is not None:  # name the run on every bar and line: which base, which task
+        progress = _labelled(progress, f"{checkpoint.name} on {loaded.name}")
     result = run_finetune(spec, save_to=save, progress=progress, task=loaded)
     if store is not None:
         store.put_result(spec, result)
@@ -58,9 +64,34 @@ def finetune(
     return result, False
 
 
+def _labelled(progress: ProgressCallback, label: str) -> ProgressCallback:
+    return lambda phase, done, total: progress(f"{label}: {phase}", done, total)
+
+
 def _saved_at(result: FinetuneResult, target: str | Path) -> bool:
+    """Whether ``target`` still holds the weights of ``result`` (its provenance names the result's spec)."""
     path = result.checkpoint_path
-    return path is not None and Path(path).resolve() == Path(target).resolve() and Path(path).exists()
+    return (path is not None and Path(path).resolve() == Path(target).resolve()
+            and _saved_spec(Path(path)) == result.key)
+
+
+def _saved_spec(folder: Path) -> str | None:
+    """The spec key recorded in a saved finetune's ``upcycle.json``; None when there is none."""
+    try:
+        return json.loads((folder / PROVENANCE_FILE).read_text()).get("spec_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _refuse_to_overwrite(folder: Path, key: str, store: Store | None) -> None:
+    """A ``--save`` folder may be new, empty, or a finetune of this very spec (then it is made again, the same)."""
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())) or _saved_spec(folder) == key:
+        return
+    owner = None if store is None else next(
+        (e for e in store.checkpoints() if Path(e.path).resolve() == folder.resolve()), None)
+    held = f" and holds the zoo checkpoint {owner.name}" if owner is not None else ""
+    raise CheckpointError(f"{folder}: already exists{held}; --save writes a new folder: choose another, or remove "
+                          f"this one first{' (upcycle zoo remove ' + owner.name + ' --delete-files)' if owner else ''}.")
 
 
 def register(
@@ -183,10 +214,12 @@ def find_entry(store: Store, reference: str) -> ZooEntry:
     return entry
 
 
-def resolve_candidate(store: Store, reference: str) -> ZooEntry:
+def resolve_candidate(store: Store, reference: str, *, allow_pickle: bool = False) -> ZooEntry:
     """A zoo name or fingerprint prefix, else a checkpoint reference (registered on the way)."""
     entry = _lookup(store, reference)
-    return entry if entry is not None else register(store, resolve_checkpoint(reference), only_if_new=True)
+    if entry is not None:
+        return entry
+    return register(store, resolve_checkpoint(reference, allow_pickle=allow_pickle), only_if_new=True)
 
 
 def _lookup(store: Store, reference: str) -> ZooEntry | None:
@@ -204,7 +237,8 @@ def _lookup(store: Store, reference: str) -> ZooEntry | None:
 
 
 def default_candidates(store: Store) -> list[ZooEntry]:
-    """Every zoo checkpoint that is not the vanilla base of another one."""
+    """Every zoo checkpoint but the vanilla bases: a checkpoint others were finetuned from that was not itself
+    finetuned on a task (an expert finetuned further stays a candidate)."""
     entries = store.checkpoints()
     bases = {entry.base_fingerprint for entry in entries}
-    return [entry for entry in entries if entry.fingerprint not in bases]
+    return [entry for entry in entries if entry.fingerprint not in bases or entry.source_task is not None]

@@ -25,6 +25,7 @@ from upcycle.checkpoints.streaming import MappedCheckpoint
 from upcycle.cli import app
 from upcycle.errors import CheckpointError, ConfigError, MergeError
 from upcycle.merging import combine, kernels, load_config, merge, plan_merge
+from upcycle.merging.card import hub_id
 from upcycle.merging.engine import tensor_seed
 
 
@@ -97,6 +98,23 @@ def test_task_arithmetic_output_equals_the_kernel_on_every_tensor(family, tmp_pa
     ids = torch.tensor([[101, 2307, 102]])
     assert torch.isfinite(model(input_ids=ids).logits).all()
 
+
+def test_the_card_names_a_local_base_in_prose_only_and_links_no_missing_page(family, tmp_path, monkeypatch):
+    """``org/name``-looking but a local folder: no ``base_model:`` for the hub to follow, the name in the text."""
+    monkeypatch.chdir(family["base"].parent.parent)
+    local = f"{family['base'].parent.name}/base"
+    out = merge(config("task_arithmetic", family, base_model=local), tmp_path / "card")
+    card = (out.path / "README.md").read_text()
+    front = card.split("---\n")[1]
+    assert "base_model" not in front and "library_name: transformers" in front
+    assert f"on the base `{local}`" in card and "pypi.org" not in card and "](http" not in card
+
+
+def test_only_a_hub_id_becomes_the_cards_base_model(family):
+    assert hub_id("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_id("org/name:main") == "org/name"
+    assert [hub_id(reference) for reference in ("minilm", "MiniLM", str(family["base"]), "./a/b", "~/a/b")] == [
+        None] * 5
 
 @pytest.mark.parametrize("method, extra", [
     ("linear", {}),

@@ -3,6 +3,7 @@ commands take (declared once here, so ``--db`` or ``--set`` mean the same everyw
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -14,17 +15,31 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .. import __version__
 from ..errors import UpcycleError
 from ..specs import ProgressCallback
 
 app = typer.Typer(help="Reuse finetuned language models instead of starting from scratch.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+LOG_WIDTH = 10_000  # off a terminal: as wide as the content, so nothing wraps mid-sentence or ends in "..."
+
+
+def _console(*, stderr: bool) -> Console:
+    """Rich as usual on a terminal. In a log, behind ``tee`` or in CI: no wrapping and no truncated names or
+    paths (tables take the width of their content)."""
+    console = Console(stderr=stderr, soft_wrap=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=LOG_WIDTH)
+
+
+console = _console(stderr=False)
+errors = _console(stderr=True)
 
 DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).", envvar="UPCYCLE_DB")]
 ProtocolOption = Annotated[str, typer.Option(help="Preset: quick or paper.")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a protocol field: epochs=3.")]
+OVERRIDE_METAVAR = "FIELD=VALUE"  # a protocol override, repeatable (list options would read <list[str]> in --help)
+MERGE_PARAMETER_METAVAR = "NAME=VALUE"
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", metavar=OVERRIDE_METAVAR, help="Override a protocol field: epochs=3 (repeatable).")]
 SeedOption = Annotated[int, typer.Option(help="Training seed (head init, batch order, dropout).")]
 BenchOption = Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")]
 ExecutorOption = Annotated[str, typer.Option(help="local or ray.")]
@@ -38,6 +53,20 @@ TextPairColumnOption = Annotated[str | None, typer.Option(help="Second text colu
 LabelColumnOption = Annotated[str, typer.Option(help="Label column of a table.")]
 TaskTypeOption = Annotated[str, typer.Option(help="auto, classification or regression.")]
 TASK_TYPES = ("auto", "classification", "regression")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"upcycle {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """The app's own options (the help text is the Typer app's)."""
 
 
 def friendly_errors(command):
@@ -56,7 +85,19 @@ def friendly_errors(command):
 
 @contextmanager
 def progress_bars(unit: str = "examples") -> Iterator[ProgressCallback]:
-    """A Rich progress display and a ``(phase, done, total)`` callback that drives one bar per phase."""
+    """A ``(phase, done, total)`` callback: one Rich bar per phase on a terminal; elsewhere (a log) one line per
+    finished phase with its elapsed time, as it finishes."""
+    if not errors.is_terminal:
+        started: dict[str, float] = {}
+
+        def line(phase: str, done: int, total: int) -> None:
+            started.setdefault(phase, time.perf_counter())
+            if done >= total:
+                errors.print(f"{phase}: {total} {unit} in {time.perf_counter() - started.pop(phase):.1f}s",
+                             highlight=False, markup=False)
+
+        yield line
+        return
     with Progress(
         TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
         TimeElapsedColumn(), TimeRemainingColumn(), console=errors, transient=False,

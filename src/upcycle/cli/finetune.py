@@ -28,6 +28,7 @@ from .common import (
     console,
     friendly_errors,
     progress_bars,
+    warn,
 )
 
 
@@ -72,26 +73,34 @@ def finetune(
         f"({result.train_examples_per_s:.1f} ex/s); test {result.n_test} in {result.eval_seconds:.1f}s "
         f"({result.eval_examples_per_s:.1f} ex/s, {result.eval_precision})", highlight=False,
     )
+    for note in result.notes:
+        warn(note)
     if result.checkpoint_path:
         console.print(f"saved to {escape(result.checkpoint_path)}", highlight=False)
+    else:
+        console.print("the finetuned weights were not kept: rerun with --save DIR to keep them (the same seed gives "
+                      "the same model)", highlight=False)
     console.print(f"key {result.key[:16]}  stored in {escape(str(db))}", style="dim", highlight=False)
 
 
 @app.command()
 @friendly_errors
 def results(
-    task: Annotated[str | None, typer.Option(help="Only this task name.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="Only this task: its name or a prefix of its fingerprint (8+ characters, the 'task fp' column).")] = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
-    """List stored finetune results."""
+    """List stored finetune results, with where each task was loaded from (two tasks may share a name)."""
     with Store(db) as store:
-        rows = [row for row in store.result_rows() if task is None or row["task"] == task]
-    table = Table(title=f"{len(rows)} finetune results in {db}")
-    for column in ("task", "base", "seed", "protocol", "metric", "score", "train ex/s", "created"):
+        rows = store.result_rows(task=task)
+    table = Table(title=f"{len(rows)} finetune results in {escape(str(db))}")
+    for column in ("task", "task fp", "source", "base", "seed", "protocol", "metric", "score", "train ex/s",
+                   "created"):
         table.add_column(column, justify="right" if column in ("seed", "score", "train ex/s") else "left")
     for row in rows:
         result = row["result"]
         created = result.created_at[:16].replace("T", " ")
-        table.add_row(escape(row["task"]), escape(row["base"]), str(row["seed"]), escape(row["protocol"]),
-                      row["metric"], f"{row['score']:.4f}", f"{result.train_examples_per_s:.1f}", created)
+        table.add_row(escape(row["task"]), row["task_fingerprint"][:12], escape(row["task_source"] or ""),
+                      escape(row["base"]), str(row["seed"]), escape(row["protocol"]), row["metric"],
+                      f"{row['score']:.4f}", f"{result.train_examples_per_s:.1f}", created)
     console.print(table)

@@ -18,7 +18,18 @@ from ..protocols import get_protocol, parse_overrides
 from ..specs import FinetuneResult
 from ..store import Store
 from ..tasks import load_suite
-from .common import DbOption, ExecutorOption, RayAddressOption, app, console, errors, friendly_errors, split_list
+from .common import (
+    MERGE_PARAMETER_METAVAR,
+    OVERRIDE_METAVAR,
+    DbOption,
+    ExecutorOption,
+    RayAddressOption,
+    app,
+    console,
+    errors,
+    friendly_errors,
+    split_list,
+)
 
 FUSION_METHOD_NAMES = ", ".join(sorted(FUSION_METHODS))
 
@@ -40,11 +51,14 @@ def fuse(
     eval_seeds: Annotated[int, typer.Option(help="Seeds per evaluation target.")] = 2,
     merge_method: Annotated[str, typer.Option(help=f"One of {FUSION_METHOD_NAMES} (average is linear).")] = (
         "average"),
-    merge_set: Annotated[list[str] | None, typer.Option(help="A merge parameter: density=0.5, lambda=1.0.")] = None,
+    merge_set: Annotated[list[str] | None, typer.Option(
+        metavar=MERGE_PARAMETER_METAVAR, help="A merge parameter: density=0.5, lambda=1.0 (repeatable).")] = None,
     protocol: Annotated[str, typer.Option(help="Contributors' finetuning preset.")] = "quick",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a contributor protocol field.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar=OVERRIDE_METAVAR, help="Override a contributor protocol field: epochs=3 (repeatable).")] = None,
     eval_protocol: Annotated[str, typer.Option(help="Evaluation finetuning preset.")] = "quick",
-    eval_set: Annotated[list[str] | None, typer.Option(help="Override an evaluation protocol field.")] = None,
+    eval_set: Annotated[list[str] | None, typer.Option(
+        metavar=OVERRIDE_METAVAR, help="Override an evaluation protocol field: epochs=3 (repeatable).")] = None,
     rollback: Annotated[bool, typer.Option(help="Reject an iteration whose evaluated gain drops.")] = False,
     tolerance: Annotated[float, typer.Option(help="Points of drop the rollback gate forgives.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seeds the draws and the contributors' finetunes.")] = 0,

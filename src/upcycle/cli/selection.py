@@ -14,6 +14,7 @@ from rich.table import Table
 from ..protocols import parse_overrides
 from ..store import Store
 from .common import (
+    AllowPickleOption,
     DbOption,
     LabelColumnOption,
     ProtocolOption,
@@ -66,10 +67,14 @@ def select(
     text_pair_column: TextPairColumnOption = None,
     label_column: LabelColumnOption = "label",
     task_type: TaskTypeOption = "auto",
+    save: Annotated[Path | None, typer.Option(
+        help="Keep the chosen model: finetune the measured best (or the top pick) on TARGET, save it here and "
+             "register it.")] = None,
+    allow_pickle: AllowPickleOption = False,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     db: DbOption = Path("upcycle.db"),
 ) -> None:
-    """Rank checkpoints as starting points for TARGET, cheaply; optionally verify the top K by finetuning."""
+    """Rank checkpoints as starting points for TARGET, cheaply; optionally verify the top K and keep the best."""
     from ..selection import select as run_select  # lazy: pandas, scipy
     from ..selection.estimators import DEFAULT  # lazy: pandas, scipy
 
@@ -78,9 +83,9 @@ def select(
         selections = run_select(
             store, target, candidates=split_list(candidates), estimator=estimator or DEFAULT,
             verify_top=verify_top, budget=budget, examples=examples, seed=seed, seeds=seeds, protocol=protocol,
-            overrides=parse_overrides(set_ or []), progress=progress if verify_top else None,
-            text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-            task_type=task_type,
+            overrides=parse_overrides(set_ or []), progress=progress if verify_top or save else None,
+            save=save, allow_pickle=allow_pickle, text_column=text_column, text_pair_column=text_pair_column,
+            label_column=label_column, task_type=task_type,
         )
     if fmt == "json":
         for message in (m for selection in selections for m in selection.estimate.notes):
@@ -103,11 +108,14 @@ def _print_selection(selection) -> None:
     for rank, (entry, score) in enumerate(selection.ranking, start=1):
         cells = [str(rank), escape(entry.name), escape(entry.source_task or ""), f"{score:.4f}"]
         if verified:
-            cells.append(f"{verified[entry.fingerprint].score:.4f}" if entry.fingerprint in verified else "")
+            cells.append(_measured(verified[entry.fingerprint]) if entry.fingerprint in verified else "")
         table.add_row(*cells)
     console.print(table)
     for message in result.notes:
         warn(message)
+    finetunes = [*selection.verified, *([selection.kept] if selection.kept is not None else [])]
+    for message in dict.fromkeys(note for run in finetunes for note in run.notes):
+        warn(f"finetuned on {selection.target}: {message}")
     console.print(f"cost: {result.cpu_seconds:.1f} CPU s for this target"
                   + (f" (+ {result.amortized_seconds:.1f} CPU s on source data, once per candidate)"
                      if result.amortized_seconds else ""), highlight=False)
@@ -118,7 +126,27 @@ def _print_selection(selection) -> None:
         line = f"measured best: [bold]{escape(best.entry.name)}[/] {selection.metric} {best.score:.4f} ({where})"
         if base is not None and not best.is_base:
             line += f", {100 * (best.score - base.score):+.1f} points over {escape(base.entry.name)}"
+            interval = selection.gain_interval
+            if interval is not None:
+                line += f" (95% CI over {len(best.scores)} seeds: [{interval[0]:+.1f}, {interval[1]:+.1f}])"
         console.print(line, highlight=False)
+    choice = selection.choice
+    if choice is not None:
+        console.print(f"start from: [bold]{escape(choice.name)}[/] at {escape(choice.path)}", highlight=False)
+    if selection.kept is not None:
+        kept = selection.kept
+        console.print(f"kept: {escape(kept.start.name)} finetuned on {escape(selection.target)} ({selection.metric} "
+                      f"{kept.score:.4f}) saved to [bold]{escape(kept.path)}[/], registered as "
+                      f"{escape(kept.entry.name)}", highlight=False)
+    elif choice is not None:
+        console.print("to keep it finetuned on this data: add --save DIR", style="dim", highlight=False)
+
+
+def _measured(verified) -> str:
+    """Mean over seeds, with its 95% interval when there are several seeds."""
+    interval = verified.interval
+    text = f"{verified.score:.4f}"
+    return text if interval is None else f"{text} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 @app.command("evaluate-selection")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 from jinja2 import Environment, StrictUndefined
 
+from ..checkpoints.resolve import ALIASES
+from ..hub import looks_like_hub_id
 from .plan import MergePlan
 
 CARD = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True).from_string('''---
@@ -14,7 +17,7 @@ CARD = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=Tr
 
 # {{ name }}
 
-Merged with [upcycle](https://pypi.org/project/upcycle/) {{ version }} (`{{ method }}`) from
+Merged with upcycle {{ version }} (`{{ method }}`) from
 {{ inputs | length }} model(s){% if base %} on the base `{{ base.model }}`{% endif %}. No training was involved.
 
 | model | fingerprint | weight | density |
@@ -75,8 +78,9 @@ def model_card(plan: MergePlan, record: dict[str, Any], name: str) -> str:
     config = plan.config
     entries = {m.model: m.parameters for m in config.merged_entries}
     front = {"library_name": "transformers", "tags": ["upcycle", "merge", config.merge_method]}
-    if plan.base:
-        front["base_model"] = plan.base.reference
+    hub_base = hub_id(plan.base.reference) if plan.base else None
+    if hub_base:  # the hub links the card to its base; an alias or a local folder would be a broken link
+        front["base_model"] = hub_base
     inputs = [{"model": row["model"], "fingerprint": row["fingerprint"],
                "weight": entries[row["model"]].get("weight", 1.0), "density": entries[row["model"]].get("density", 1.0)}
               for row in record["inputs"]]
@@ -85,6 +89,13 @@ def model_card(plan: MergePlan, record: dict[str, Any], name: str) -> str:
         method=config.merge_method, inputs=inputs, base=record["base_model"], heads=plan.heads,
         dtype=config.dtype, seed=config.seed, notes=plan.notes, config_yaml=config_yaml(plan),
     )
+
+
+def hub_id(reference: str) -> str | None:
+    """``reference`` as a Hugging Face hub id (``org/name``), or None for an alias or a local folder."""
+    if reference.lower() in ALIASES or Path(reference).expanduser().exists() or not looks_like_hub_id(reference):
+        return None
+    return reference.split(":", 1)[0]
 
 
 def config_yaml(plan: MergePlan) -> str:

@@ -2,6 +2,6 @@
 against a bench grid (Regret@k, NDCG)."""
 
 from .evaluation import evaluate_selection
-from .selector import Selection, Verified, select
+from .selector import Kept, Selection, Verified, select
 
-__all__ = ["Selection", "Verified", "evaluate_selection", "select"]
+__all__ = ["Kept", "Selection", "Verified", "evaluate_selection", "select"]

@@ -86,8 +86,9 @@ class CostMeter:
 class FeatureCache:
     """Mean-pooled last hidden states of ``(checkpoint, task sample)``, kept in memory and in the store."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, allow_pickle: bool = False):
         self.store = store
+        self.allow_pickle = allow_pickle  # candidates with pickle weights may be loaded (trusted files only)
         self._memory: dict[tuple[str, str, str], tuple[np.ndarray, float]] = {}
 
     def pooled(
@@ -98,7 +99,8 @@ class FeatureCache:
         found = self._memory.get(key) or self.store.get_features(*key)
         if found is None:
             started = time.process_time()
-            features = embed(resolve_checkpoint(checkpoint.path), sample.take(source.task), max_length=sample.max_length)
+            features = embed(resolve_checkpoint(checkpoint.path, allow_pickle=self.allow_pickle),
+                             sample.take(source.task), max_length=sample.max_length)
             found = (features, time.process_time() - started)
             self.store.put_features(*key, features, found[1])
         self._memory[key] = found

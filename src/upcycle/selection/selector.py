@@ -8,14 +8,19 @@ base on the target to report the measured best.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from ..checkpoints import resolve_checkpoint
+import numpy as np
+from scipy import stats
+
+from ..checkpoints import Checkpoint, resolve_checkpoint
 from ..errors import ConfigError
-from ..protocols import Protocol
+from ..protocols import Protocol, get_protocol
 from ..specs import FinetuneResult, ProgressCallback
 from ..store import Store, ZooEntry
 from ..tasks import Task, load_task, overlapping
@@ -32,12 +37,38 @@ class Verified:
     entry: ZooEntry
     is_base: bool
     predicted_rank: int | None
-    scores: tuple[float, ...]
+    scores: tuple[float, ...]  # one per seed, in seed order
     cached: bool
+    notes: tuple[str, ...] = ()  # the finetunes' caveats (small or carved test split, one-class predictions)
 
     @property
     def score(self) -> float:
         return sum(self.scores) / len(self.scores)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """95% t-interval of the mean over seeds; None with one seed."""
+        return mean_interval(self.scores)
+
+
+def mean_interval(values: tuple[float, ...] | list[float]) -> tuple[float, float] | None:
+    """95% Student-t interval of the mean of ``values`` (n,); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    mean, spread = float(np.mean(values)), float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * spread
+    return mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The model ``select --save`` kept: finetuned from ``start`` on the target, saved at ``path``, in the zoo."""
+
+    start: ZooEntry
+    entry: ZooEntry
+    path: str
+    score: float
+    notes: tuple[str, ...] = ()  # the finetune's caveats
 
 
 @dataclass(frozen=True)
@@ -51,10 +82,28 @@ class Selection:
     ranking: tuple[tuple[ZooEntry, float], ...]
     estimate: Estimate
     verified: tuple[Verified, ...] = ()
+    kept: Kept | None = None
 
     @property
     def measured_best(self) -> Verified | None:
         return max(self.verified, key=lambda v: v.score, default=None)
+
+    @property
+    def gain_interval(self) -> tuple[float, float] | None:
+        """95% interval of the measured best's gain over the base, in points, paired by seed (2+ seeds)."""
+        best = self.measured_best
+        base = next((v for v in self.verified if v.is_base), None)
+        if best is None or base is None or best.is_base:
+            return None
+        interval = mean_interval([100 * (a - b) for a, b in zip(best.scores, base.scores, strict=True)])
+        return interval
+
+    @property
+    def choice(self) -> ZooEntry | None:
+        """Where to start: the measured best when verified, else the top-ranked candidate that was scored."""
+        if self.measured_best is not None:
+            return self.measured_best.entry
+        return next((entry for entry, score in self.ranking if not math.isnan(score)), None)
 
     def to_dict(self) -> dict[str, Any]:
         best = self.measured_best
@@ -67,9 +116,14 @@ class Selection:
             "ranking": [{"rank": i + 1, "candidate": e.name, "fingerprint": e.fingerprint,
                          "source_task": e.source_task, "score": None if math.isnan(s) else s}
                         for i, (e, s) in enumerate(self.ranking)],
-            "verified": [{"candidate": v.entry.name, "is_base": v.is_base, "predicted_rank": v.predicted_rank,
-                          "score": v.score, "seeds": len(v.scores)} for v in self.verified],
+            "verified": [{"candidate": v.entry.name, "path": v.entry.path, "is_base": v.is_base,
+                          "predicted_rank": v.predicted_rank, "score": v.score, "seeds": len(v.scores),
+                          "ci95": v.interval, "notes": list(v.notes)} for v in self.verified],
             "measured_best": None if best is None else best.entry.name,
+            "gain_ci95": self.gain_interval,
+            "choice": None if self.choice is None else {"candidate": self.choice.name, "path": self.choice.path},
+            "kept": None if self.kept is None else {"name": self.kept.entry.name, "path": self.kept.path,
+                                                    "started_from": self.kept.start.name, "score": self.kept.score},
             "notes": list(self.estimate.notes),
         }
 
@@ -106,40 +160,80 @@ def select(
     overrides: dict[str, Any] | None = None,
     on_note: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
+    save: str | Path | None = None,
+    allow_pickle: bool = False,
     **task_options: Any,
 ) -> list[Selection]:
     """Rank ``candidates`` (default: the zoo's finetuned checkpoints) as starting points for ``target``.
 
     Returns one :class:`Selection` per architecture. ``budget`` caps the CPU seconds of estimation per
     architecture (the estimator falls back to a cheaper one when it would overrun); ``verify_top`` K > 0
-    finetunes the top K and the vanilla base on ``target`` under ``protocol`` with ``seeds`` seeds.
+    finetunes the top K and the vanilla base on ``target`` under ``protocol`` with ``seeds`` seeds. With
+    ``save``, the choice (the measured best, or the top pick when nothing was verified) is finetuned on
+    ``target`` (seed 0) and kept there (``save/<arch>`` when several architectures compete), registered in the
+    zoo. ``allow_pickle`` lets candidates with pickle weights load (trusted files only).
     """
+    chosen_protocol = get_protocol(protocol, overrides)  # a bad override fails here, before any work
     task = target if isinstance(target, Task) else load_task(target, **task_options)
-    entries = [resolve_candidate(store, c) for c in candidates] if candidates else default_candidates(store)
+    entries = ([resolve_candidate(store, c, allow_pickle=allow_pickle) for c in candidates] if candidates
+               else default_candidates(store))
+    related = overlapping(task.name)
+    seen = [entry for entry in entries if entry.source_task in related]  # trained on this very data
+    entries = [entry for entry in entries if entry.source_task not in related]
     unique = list({entry.fingerprint: entry for entry in entries}.values())
     if not unique:
-        raise ConfigError(
-            "No candidates to rank: the zoo is empty. Add checkpoints with `upcycle zoo add` or "
-            "`upcycle zoo build`, or pass --candidates."
-        )
+        why = (f"every candidate was finetuned on {task.name} or data it shares ({', '.join(e.name for e in seen)})"
+               if seen else "the zoo is empty")
+        raise ConfigError(f"No candidates to rank: {why}. Add checkpoints with `upcycle zoo add` or "
+                          "`upcycle zoo build`, or pass --candidates.")
     if verify_top < 0 or seeds < 1 or examples < 2:
         raise ConfigError("--verify-top must be >= 0, --seeds >= 1 and --examples >= 2.")
-    cache = FeatureCache(store)
+    cache = FeatureCache(store, allow_pickle=allow_pickle)
+    groups = group_by_arch(unique)
     selections = []
-    for arch, group in group_by_arch(unique).items():
+    for arch, group in groups.items():
         base = _base_of(store, group)
         group = [entry for entry in group if base is None or entry.fingerprint != base.fingerprint]
         context = SelectionContext(store=store, target=task, candidates=tuple(group),
                                    sample=Sample(n=examples, seed=seed), excluded_tasks=overlapping(task.name),
                                    seed=seed, cache=cache)
         result = estimate(estimator, context, budget=budget, on_fallback=on_note)
+        left_out = [entry.name for entry in seen if entry.arch == arch]
+        if left_out:
+            result = replace(result, notes=(*result.notes, f"left out, finetuned on {task.name} or data it shares: "
+                                                            f"{', '.join(left_out)}"))
         ranking = sorted(group, key=lambda e: _sort_key(result.scores[e.fingerprint]), reverse=True)
         selection = Selection(arch, task.name, task.primary_metric, base,
                               tuple((e, result.scores[e.fingerprint]) for e in ranking), result)
         if verify_top:
-            selection = _verify(store, selection, task, verify_top, seeds, protocol, overrides, progress)
+            selection = _verify(store, selection, task, verify_top, seeds, chosen_protocol, progress, allow_pickle)
+        if save is not None and selection.choice is not None:
+            folder = Path(save) / _folder_name(arch) if len(groups) > 1 else Path(save)
+            selection = _keep(store, selection, task, folder, chosen_protocol, progress, allow_pickle)
         selections.append(selection)
     return selections
+
+
+def _named(entry: ZooEntry, allow_pickle: bool) -> Checkpoint:
+    """The checkpoint of a zoo entry under its zoo name (results then say "minilm", not its folder's name)."""
+    return replace(resolve_checkpoint(entry.path, allow_pickle=allow_pickle), name=entry.name)
+
+
+def _folder_name(arch: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", arch).strip("-")
+
+
+def _keep(store: Store, selection: Selection, task: Task, folder: Path, protocol: Protocol,
+          progress: ProgressCallback | None, allow_pickle: bool) -> Selection:
+    """Finetune the selection's choice on ``task`` (seed 0, as its verification did) and keep the weights."""
+    start = selection.choice
+    assert start is not None
+    result, _ = finetune(_named(start, allow_pickle), task, seed=0, protocol=protocol, store=store, save=folder,
+                         progress=progress)
+    assert result.checkpoint_path is not None
+    entry = store.get_checkpoint(resolve_checkpoint(result.checkpoint_path).fingerprint)
+    assert entry is not None, "finetune(save=...) registers what it keeps"
+    return replace(selection, kept=Kept(start, entry, result.checkpoint_path, result.score, tuple(result.notes)))
 
 
 def _sort_key(score: float) -> float:
@@ -147,8 +241,8 @@ def _sort_key(score: float) -> float:
 
 
 def _verify(
-    store: Store, selection: Selection, task: Task, top: int, seeds: int, protocol: str | Protocol,
-    overrides: dict[str, Any] | None, progress: ProgressCallback | None,
+    store: Store, selection: Selection, task: Task, top: int, seeds: int, protocol: Protocol,
+    progress: ProgressCallback | None, allow_pickle: bool,
 ) -> Selection:
     chosen = [(entry, rank + 1, False) for rank, (entry, _) in enumerate(selection.ranking[:top])]
     if selection.base is not None:
@@ -156,10 +250,10 @@ def _verify(
     verified = []
     for entry, rank, is_base in chosen:
         runs: list[tuple[FinetuneResult, bool]] = [
-            finetune(resolve_checkpoint(entry.path), task, seed=seed, protocol=protocol, overrides=overrides,
-                     store=store, progress=progress)
+            finetune(_named(entry, allow_pickle), task, seed=seed, protocol=protocol, store=store, progress=progress)
             for seed in range(seeds)
         ]
-        verified.append(Verified(entry, is_base, rank, tuple(r.score for r, _ in runs), all(c for _, c in runs)))
-    return Selection(selection.arch, selection.target, selection.metric, selection.base, selection.ranking,
-                     selection.estimate, tuple(verified))
+        notes = tuple(dict.fromkeys(note for result, _ in runs for note in result.notes))
+        verified.append(Verified(entry, is_base, rank, tuple(r.score for r, _ in runs), all(c for _, c in runs),
+                                 notes))
+    return replace(selection, verified=tuple(verified))

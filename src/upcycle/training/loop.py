@@ -23,7 +23,7 @@ from ..protocols import Protocol
 from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback
 from ..tasks import Task
 from .batching import Encoded, collate, encode, eval_batches, micro_batches, train_batches
-from .metrics import classification_metrics, regression_metrics
+from .metrics import caveats, classification_metrics, regression_metrics
 
 MICRO_BATCH_TOKENS = 8192  # padded tokens per forward pass; larger batches accumulate gradients over chunks
 
@@ -90,18 +90,18 @@ def run_finetune(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     precision = resolve_eval_precision(protocol.eval_precision, task.kind)
 
-    def evaluate(split: str) -> tuple[dict[str, float], float]:
+    def evaluate(split: str) -> tuple[dict[str, float], float, np.ndarray]:
         started = time.perf_counter()
         predictions = predict(model, data[split], pad_id, precision=precision, regression=regression,
                               progress=progress, phase=f"eval {split}")
         seconds = time.perf_counter() - started
-        return compute_metrics(task, predictions, data[split].labels), seconds
+        return compute_metrics(task, predictions, data[split].labels), seconds, predictions
 
     learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
     trainer = Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
     train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0], task.primary_metric,
                                                       progress)
-    test_metrics, eval_seconds = evaluate("test")
+    test_metrics, eval_seconds, test_predictions = evaluate("test")
     result = FinetuneResult(
         key=spec.key(), task_name=task.name, base_name=spec.base.name, seed=spec.seed, protocol=protocol.name,
         metric=task.primary_metric, score=test_metrics[task.primary_metric], metrics=test_metrics,
@@ -110,6 +110,7 @@ def run_finetune(
         train_examples_per_s=len(data["train"]) * epochs_run / max(train_seconds, 1e-9),
         eval_examples_per_s=len(data["test"]) / max(eval_seconds, 1e-9), eval_precision=precision,
         versions=_versions(), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        notes=caveats(test_predictions, kind=task.kind, label_names=task.label_names, split_notes=task.notes),
     )
     if save_to is not None:
         provenance = {

@@ -40,3 +40,34 @@ def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str
         "pearson": 0.0 if constant else float(pearsonr(predictions, targets).statistic),
         "mse": float(np.mean((predictions - targets) ** 2)),
     }
+
+
+SMALL_TEST_SPLIT = 200  # fewer test examples than this: a few examples move the score by points
+ONE_CLASS_SHARE = 0.9  # predicting one class for more of the test set than this looks like majority-class behaviour
+
+
+def caveats(predictions: np.ndarray, *, kind: str, label_names: tuple[str, ...] | None,
+            split_notes: tuple[str, ...] = ()) -> list[str]:
+    """What makes a test score less certain than it looks, in words a user can act on.
+
+    Args:
+        predictions: (n,) test predictions (class indices for classification).
+        kind: ``classification`` or ``regression``.
+        label_names: the class names (classification).
+        split_notes: how the task's missing splits were made (``Task.notes``); those about the test split count.
+    """
+    notes = [note for note in split_notes if note.startswith("test")]
+    count = len(predictions)
+    if 0 < count < SMALL_TEST_SPLIT:
+        weight = f"one example is {100 / count:.1f} points of accuracy" if kind == "classification" else (
+            "a correlation on so few is loose")
+        notes.append(f"the test split has {count} examples ({weight}): differences of a few points can be noise; "
+                     "compare several seeds")
+    if kind == "classification" and count:
+        shares = np.bincount(np.asarray(predictions, dtype=np.int64)) / count
+        top = int(shares.argmax())
+        if shares[top] > ONE_CLASS_SHARE:
+            name = label_names[top] if label_names is not None and top < len(label_names) else str(top)
+            notes.append(f"it predicts one class ({name}) for {shares[top]:.0%} of the test set: close to a "
+                         "majority-class guess; it may not have learned the task")
+    return notes

@@ -35,10 +35,11 @@ def fewshot_splits(task: Task, seed: int) -> tuple[Split, Split]:
     return split.take(chosen[:cut].tolist()), split.take(chosen[cut:].tolist())
 
 
-def fewshot_score(candidate: ZooEntry, task: Task, train: Split, held_out: Split, seed: int) -> float:
+def fewshot_score(candidate: ZooEntry, task: Task, train: Split, held_out: Split, seed: int, *,
+                  allow_pickle: bool = False) -> float:
     """The target metric on ``held_out`` after :data:`PROTOCOL` on ``train``, starting from ``candidate``."""
     configure_threads()
-    checkpoint = resolve_checkpoint(candidate.path)
+    checkpoint = resolve_checkpoint(candidate.path, allow_pickle=allow_pickle)
     tokenizer = load_tokenizer(checkpoint)
     model = load_for_classification(checkpoint, task.label_names, seed)
     regression = task.kind == "regression"
@@ -63,6 +64,7 @@ class FewShotProxy(Estimator):
 
         def score(candidate: ZooEntry) -> float:
             with context.meter.timed(f"fewshot:{candidate.fingerprint}"):
-                return fewshot_score(candidate, context.target, train, held_out, context.seed)
+                return fewshot_score(candidate, context.target, train, held_out, context.seed,
+                                     allow_pickle=context.cache is not None and context.cache.allow_pickle)
 
         return context.per_candidate(self.name, score)
