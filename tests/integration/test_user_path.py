@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, save_tiny_bert
 from typer.testing import CliRunner
 
 from upcycle.cli import app
@@ -97,7 +97,23 @@ def test_finetune_says_it_kept_no_weights_and_logs_read_well(tiny_bert, sentimen
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "the finetuned weights were not kept: rerun with --save DIR" in done.stdout
+    assert re.search(r"warning: the test split has \d+ examples \(one example is", done.stderr)  # a small split
     train_line = next(line for line in done.stdout.splitlines() if line.startswith("train "))
     assert len(train_line) > 80 and train_line.endswith(")")  # one line, not wrapped at 80 columns
     assert re.search(rf"{tiny_bert.name} on toy_sentiment: train epoch 1/1: \d+ examples in \d+\.\ds", done.stderr)
     assert re.search(rf"{tiny_bert.name} on toy_sentiment: eval test: \d+ examples in", done.stderr)
+
+
+def test_zoo_list_in_a_log_shows_whole_names_and_paths(tiny_bert, tmp_path):
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 3) / "an-expert-finetuned-on-a-dataset-with-a-long-name"
+    save_tiny_bert(deep, seed=3)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    db = str(tmp_path / "zoo.db")
+    upcycle = [sys.executable, "-m", "upcycle"]
+    subprocess.run([*upcycle, "zoo", "add", str(deep), "--db", db], check=True, capture_output=True, env=env)
+    listing = subprocess.run([*upcycle, "zoo", "list", "--db", db], capture_output=True, text=True, env=env).stdout
+    assert str(deep) in listing and deep.name in listing and "…" not in listing and "..." not in listing
+
+
+def test_select_takes_allow_pickle_as_its_error_messages_suggest():
+    assert "--allow-pickle" in runner.invoke(app, ["select", "--help"], env={"COLUMNS": "200"}).output
