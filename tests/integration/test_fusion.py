@@ -31,10 +31,12 @@ from upcycle.fusion import (
     run_fusion,
     train_multitask,
 )
+from upcycle.fusion import contributor as contributor_module
 from upcycle.fusion.loop import STATE_FILE, load_state, merge_config
 from upcycle.protocols import get_protocol
 from upcycle.ranking import build_leaderboard, grid_frame
 from upcycle.store import Store
+from upcycle.training import multitask as multitask_module
 from upcycle.zoo import register
 
 TINY = {"max_train": 48, "max_eval": 32, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
@@ -149,9 +151,13 @@ def test_rollback_gate_rejects_an_iteration_whose_gain_drops(tiny, shared_data, 
     first, rejected, third = state.iterations
     assert third.base_fingerprint == first.fused_fingerprint != rejected.fused_fingerprint
     assert state.current_base()[1] == third.fused_fingerprint
-    # a finished run is a no-op to rerun; more iterations extend it; other settings are refused
+    # a finished run is a no-op to rerun; one more iteration extends it by exactly one; other settings are refused
     again = run_fusion(config, tmp_path / "run", workers)
     assert again.iterations == state.iterations and len(workers.requests) == 6
+    longer = run_fusion(config.model_copy(update={"iterations": 4}), tmp_path / "run", workers)
+    assert longer.iterations[:3] == state.iterations and [r.iteration for r in longer.iterations] == [1, 2, 3, 4]
+    assert len(workers.requests) == 8 and {r.iteration for r in workers.requests[6:]} == {4}
+    assert longer.iterations[3].base_fingerprint == third.fused_fingerprint
     with pytest.raises(ConfigError, match="another fusion run"):
         load_state(tmp_path / "run", fusion_config(tiny, shared_data, iterations=3, seed=1))
 
@@ -232,7 +238,7 @@ def test_kill_9_mid_iteration_resumes_without_redoing_finished_contributors(tiny
     assert [r["iteration"] for r in state["iterations"]] == [1, 2]
 
 
-def test_contribution_results_carry_no_examples(tiny, shared_data, tmp_path):
+def test_contribution_results_carry_no_examples(tiny, shared_data, tmp_path, monkeypatch):
     config = fusion_config(tiny, shared_data)
     request = ContributionRequest(contributor=config.contributors[1], base=config.base, protocol=config.protocol,
                                   seed=3, out=str(tmp_path / "c"), iteration=1)
@@ -240,7 +246,15 @@ def test_contribution_results_carry_no_examples(tiny, shared_data, tmp_path):
     assert set(Contribution.model_fields) == {"contributor", "iteration", "checkpoint_path", "fingerprint",
                                               "base_fingerprint", "seed", "n_train", "train_seconds", "worker_pid"}
     assert result.n_train == 48 and resolve_checkpoint(result.checkpoint_path).fingerprint == result.fingerprint
-    assert contribute(request).fingerprint == result.fingerprint  # found, not trained again
+    weights = Path(result.checkpoint_path) / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished contribution was trained again")
+
+    monkeypatch.setattr(contributor_module, "run_finetune", no_training)
+    found = contribute(request)  # found, not trained again: nothing trains, nothing is rewritten
+    assert found.fingerprint == result.fingerprint and found.n_train is None and weights.stat().st_mtime_ns == written
 
 
 @pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare to keep Ray on loopback and to itself")
@@ -249,7 +263,7 @@ def test_contributors_and_evaluation_run_as_ray_tasks_on_a_local_cluster(tiny, s
     fast = " ".join(f"--set {key}={value} --eval-set {key}={value}" for key, value in TINY.items())
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"name: held-out\ntargets: [{shared_data / 'cb'}]\n")
-    inner = (f"ip link set lo up && exec {sys.executable} -m upcycle fuse --executor ray --base {tiny} "
+    inner = (f"ip link set lo up && echo driver pid $$ >&2 && exec {sys.executable} -m upcycle fuse --executor ray --base {tiny} "
              f"--contributors sst2,mrpc --iterations 1 --eval-suite {suite} --eval-seeds 1 "
              f"--out {tmp_path / 'run'} --db {tmp_path / 'f.db'} {fast}")
     env = dict(os.environ, UPCYCLE_DATA_DIR=str(shared_data), PYTHONPATH=str(Path(__file__).parents[2] / "src"),
@@ -257,13 +271,14 @@ def test_contributors_and_evaluation_run_as_ray_tasks_on_a_local_cluster(tiny, s
     done = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     made = dict(re.findall(r": (\w+) contributed \(.*worker pid (\d+)\)", done.stderr))
-    assert sorted(made) == ["mrpc", "sst2"]  # trained in Ray worker processes, not in the driver
+    driver = re.search(r"driver pid (\d+)", done.stderr).group(1)  # the shell's pid, which exec hands to upcycle
+    assert sorted(made) == ["mrpc", "sst2"] and driver not in made.values()  # trained in Ray workers, not the driver
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     (record,) = state["iterations"]
     assert sorted(record["contributors"]) == ["mrpc", "sst2"] and record["avg_gain"] is not None
 
 
-def test_multitask_baseline_trains_one_body_on_every_task(tiny, shared_data, tmp_path):
+def test_multitask_baseline_trains_one_body_on_every_task(tiny, shared_data, tmp_path, monkeypatch):
     sources = [Contributor(name=n, data=str(shared_data / n)) for n in ("sst2", "stsb")]  # classes and regression
     protocol = get_protocol("quick", TINY)
     trained = train_multitask(tiny, sources, tmp_path / "mt", protocol=protocol)
@@ -272,5 +287,12 @@ def test_multitask_baseline_trains_one_body_on_every_task(tiny, shared_data, tmp
     moved = body(trained.path)
     start = body(tiny)
     assert set(moved) == set(start) and any(not torch.equal(moved[n], start[n]) for n in moved)
+    weights = trained.path / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the multitask baseline was trained again")
+
+    monkeypatch.setattr(multitask_module, "train_step", no_training)
     again = train_multitask(tiny, sources, tmp_path / "mt", protocol=protocol)  # found, not trained again
-    assert again.fingerprint == trained.fingerprint
+    assert again.fingerprint == trained.fingerprint and weights.stat().st_mtime_ns == written
