@@ -68,3 +68,11 @@ def test_rename_and_remove_from_the_command_line(two, tmp_path):
         with pytest.raises(ConfigError, match="bundled"):  # the package's own model is never deleted
             zoo_remove(store, bundled.name, delete_files=True)
         assert store.checkpoints() == [bundled] and resolve_checkpoint("minilm").path.exists()
+
+
+def test_rich_markup_in_a_name_is_printed_literally(two, tmp_path):
+    first, _ = two
+    db = tmp_path / "zoo.db"
+    added = invoke("zoo", "add", first, "--name", "[bold red]loud[/bold red]", "--db", db)
+    assert added.exit_code == 0 and "registered [bold red]loud[/bold red]" in added.output
+    assert "[bold red]loud[/bold red]" in invoke("zoo", "list", "--db", db).output
