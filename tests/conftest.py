@@ -93,3 +93,12 @@ def sentiment_folder(tmp_path) -> Path:
 def store(tmp_path) -> Store:
     with Store(tmp_path / "results.db") as opened:
         yield opened
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say loudly, last, when the Ray tests that need root and private namespaces did not run."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if "unshare" in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} Ray test(s) SKIPPED: they need root and unshare (private "
+                                        "network and PID namespaces); Ray on a cluster is untested in this run",
+                                   yellow=True)
