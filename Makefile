@@ -55,7 +55,7 @@ merging: setup
 fusion: setup
 	bash benchmarks/fusion_minilm.sh
 
-# upcycle merge vs mergekit 0.1.5 on 4 Llama-style models of 253M parameters (mergekit in its own venv)
+# upcycle merge vs mergekit 0.1.5 on 4 Llama-style models of 254M parameters (mergekit in its own venv)
 .venv-mergekit/.installed:
 	$(PYTHON) -m venv .venv-mergekit
 	.venv-mergekit/bin/python -m pip install --quiet --upgrade pip
