@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_bert
+from conftest import TINY_OVERRIDES, save_tiny_bert
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
+import upcycle
 from upcycle.checkpoints import (
     ArchKey,
     atomic_directory,
@@ -20,7 +24,10 @@ from upcycle.checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from upcycle.cli import app
 from upcycle.errors import CheckpointError
+
+MINILM_FINGERPRINT = "dddbed9b2da0f50ead702201235307c796393f98b63a032ed3106bc9a9e9cba9"
 
 
 def test_default_minilm_resolves_to_the_bundled_model():
@@ -28,7 +35,8 @@ def test_default_minilm_resolves_to_the_bundled_model():
     assert (checkpoint.path / "model.safetensors").exists()
     assert checkpoint.arch == ArchKey("bert", 6, 384, 1536, 12, 30522, 512)
     assert str(checkpoint.arch) == "bert-L6-H384-V30522"
-    assert len(checkpoint.fingerprint) == 64
+    # the bundled sentence-transformers/all-MiniLM-L6-v2 weights: a different file or a changed hash is a bug
+    assert checkpoint.fingerprint == MINILM_FINGERPRINT
 
 
 def test_fingerprint_ignores_layout_and_metadata_but_not_values(tiny_bert, tmp_path):
@@ -167,3 +175,88 @@ def test_saved_checkpoints_have_the_permissions_the_umask_asks_for(tiny_bert, tm
     files = sorted(saved.path.iterdir())
     assert "model.safetensors" in [f.name for f in files]
     assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o666 & ~umask for f in files}
+
+
+def test_remote_code_is_never_trusted(tiny_bert, sentiment_folder, monkeypatch):
+    """Every tokenizer and model load passes trust_remote_code=False explicitly, not by transformers' default."""
+    import transformers
+
+    from upcycle.tasks import load_task
+    from upcycle.training import embed
+
+    calls: dict[str, list[dict]] = {"AutoTokenizer": [], "AutoModelForSequenceClassification": [], "AutoModel": []}
+    for name, seen in calls.items():
+        cls = getattr(transformers, name)
+        original = cls.from_pretrained  # bound to cls: the wrapper calls straight through
+
+        def recording(*args, _original=original, _seen=seen, **kwargs):
+            _seen.append(kwargs)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", recording)
+
+    checkpoint = resolve_checkpoint(tiny_bert)
+    tokenizer = load_tokenizer(checkpoint)
+    model = load_for_classification(checkpoint, ("neg", "pos"), seed=0)
+    task = load_task(sentiment_folder, text_column="review", label_column="sentiment")
+    features = embed(checkpoint, task.splits["test"].take(range(8)))
+    assert tokenizer is not None and model is not None and features.shape == (8, 32)  # the real loads ran
+    assert {name: len(seen) for name, seen in calls.items()} == {
+        "AutoTokenizer": 2, "AutoModelForSequenceClassification": 1, "AutoModel": 1}  # embed loads a tokenizer too
+    for name, seen in calls.items():
+        for kwargs in seen:
+            assert kwargs.get("trust_remote_code", "absent") is False, (name, kwargs)
+
+
+def test_every_from_pretrained_in_the_source_refuses_remote_code():
+    """The runtime test above covers the loads it runs; this covers every call site, present and future."""
+    source = Path(upcycle.__file__).parent
+    sites = []
+    for file in sorted(source.rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained":
+                trusted = {k.arg: k.value for k in node.keywords}.get("trust_remote_code")
+                explicit_false = isinstance(trusted, ast.Constant) and trusted.value is False
+                sites.append((f"{file.relative_to(source)}:{node.lineno}", explicit_false))
+    assert len(sites) >= 3, sites  # the tokenizer, the classifier and the feature encoder at least
+    assert [site for site, ok in sites if not ok] == []
+
+
+def pickled_checkpoint(tiny_bert: Path, folder: Path) -> Path:
+    """The tiny BERT with its config and tokenizer files but pickle weights only (pytorch_model.bin)."""
+    from transformers import AutoModel
+
+    folder.mkdir()
+    for file in tiny_bert.iterdir():
+        if file.suffix != ".safetensors":
+            shutil.copy(file, folder)
+    torch.save(AutoModel.from_pretrained(tiny_bert).state_dict(), folder / "pytorch_model.bin")
+    assert sorted(p.name for p in folder.glob("*.bin")) == ["pytorch_model.bin"]
+    assert not list(folder.glob("*.safetensors"))
+    return folder
+
+
+def test_cli_finetune_refuses_pickle_weights_unless_allowed(tiny_bert, sentiment_folder, tmp_path):
+    folder = pickled_checkpoint(tiny_bert, tmp_path / "pickled")
+    settings = [item for key, value in (TINY_OVERRIDES | {"epochs": 1}).items() for item in ("--set", f"{key}={value}")]
+    args = ["finetune", folder, sentiment_folder, "--text-column", "review", "--label-column", "sentiment",
+            "--db", tmp_path / "cli.db", *settings]
+
+    def invoke(*extra):
+        return CliRunner().invoke(app, [str(arg) for arg in [*args, *extra]], catch_exceptions=False,
+                                  env={"COLUMNS": "200"})
+
+    refused = invoke()
+    assert refused.exit_code == 2, refused.output
+    message = " ".join(refused.output.split())  # the console may wrap the long line
+    assert "pickle files (pytorch_model.bin)" in message and "--allow-pickle" in message, message
+    assert "Traceback" not in refused.output and "accuracy" not in refused.output
+
+    allowed = invoke("--allow-pickle")
+    assert allowed.exit_code == 0, allowed.output
+    assert "accuracy" in allowed.output and "1 epochs" in allowed.output
+    # what was accepted is the pickled body itself, not a silently re-initialised model
+    pickled = load_for_classification(resolve_checkpoint(folder, allow_pickle=True), ("neg", "pos"), seed=0)
+    safe = load_for_classification(resolve_checkpoint(tiny_bert), ("neg", "pos"), seed=0)
+    for name, tensor in safe.bert.state_dict().items():
+        assert torch.equal(pickled.bert.state_dict()[name], tensor), name

@@ -27,24 +27,85 @@ def test_tiny_model_learns_a_separable_task(tiny_bert, sentiment_folder):
     assert result.train_examples_per_s > 0 and result.key == spec.key()
 
 
-def test_same_spec_same_numbers_other_seed_other_numbers(tiny_bert, sentiment_folder):
+def test_same_spec_same_numbers_other_seed_other_numbers(tiny_bert, sentiment_folder, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
     overrides = TINY_OVERRIDES | {"epochs": 1, "learning_rate": 3e-4}
-    first = run_finetune(FinetuneSpec.create(tiny_bert, sentiment_folder, seed=5, overrides=overrides, **COLUMNS))
-    again = run_finetune(FinetuneSpec.create(tiny_bert, sentiment_folder, seed=5, overrides=overrides, **COLUMNS))
-    other = run_finetune(FinetuneSpec.create(tiny_bert, sentiment_folder, seed=6, overrides=overrides, **COLUMNS))
-    assert first.metrics == again.metrics
+
+    def run(seed: int, folder: str):
+        spec = FinetuneSpec.create(tiny_bert, sentiment_folder, seed=seed, overrides=overrides, **COLUMNS)
+        result = run_finetune(spec, save_to=tmp_path / folder)
+        return result, load_file(tmp_path / folder / "model.safetensors")
+
+    (first, first_weights), (again, again_weights), (other, other_weights) = run(5, "a"), run(5, "b"), run(6, "c")
+    assert first.key == again.key and first.metrics == again.metrics
+    assert first_weights.keys() == again_weights.keys() == other_weights.keys()
+    assert all(torch.equal(first_weights[name], again_weights[name]) for name in first_weights)  # bit for bit
+    # another seed draws another head and another batch order: other weights, in the head and in the body
     assert first.key != other.key
+    assert not torch.equal(first_weights["classifier.weight"], other_weights["classifier.weight"])
+    body = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(first_weights[body], other_weights[body])
 
 
-def test_regression_and_early_stopping(tiny_bert, tmp_path):
+def test_regression_and_early_stopping(tiny_bert, tmp_path, monkeypatch):
+    """Spearman on the validation split reaches its ceiling of 1.0 (a perfect ranking of 6 distinct inputs) and
+    can only tie from then on: ties are not improvements, so training stops ``patience`` epochs after the best
+    epoch, and the best epoch's weights, not the last's, are the ones evaluated and saved."""
+    import torch
+    from safetensors.torch import load_file
+
+    from upcycle.checkpoints import load_for_classification, load_tokenizer
+    from upcycle.training import loop
+    from upcycle.training.batching import encode
+
+    epochs, patience = 30, 4  # seed 0: the best epoch is the 5th, then four ties at 1.0
+    per_epoch: list[tuple[dict[str, float], dict]] = []  # (validation metrics, weights) after each epoch
+    real_fit = loop._fit
+
+    def recording_fit(trainer, validate, metric, progress):
+        def recorded():
+            validation = validate()
+            weights = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+            per_epoch.append((validation, weights))
+            return validation
+
+        return real_fit(trainer, recorded, metric, progress)
+
+    monkeypatch.setattr(loop, "_fit", recording_fit)
     rows = [{"text": f"{'very ' * (i % 6)}long", "label": float(i % 6)} for i in range(120)]
     file = write_rows(tmp_path / "scores.csv", rows)
-    overrides = TINY_OVERRIDES | {"epochs": 8, "early_stopping_patience": 2}
-    result = run_finetune(FinetuneSpec.create(tiny_bert, file, seed=0, overrides=overrides, task_type="regression"))
+    overrides = TINY_OVERRIDES | {"epochs": epochs, "early_stopping_patience": patience}
+    spec = FinetuneSpec.create(tiny_bert, file, seed=0, overrides=overrides, task_type="regression")
+    result = run_finetune(spec, save_to=tmp_path / "kept")
     assert result.metric == "spearman" and set(result.metrics) == {"spearman", "pearson", "mse"}
     assert result.eval_precision == "fp32"  # auto never rounds regression outputs to bf16
-    assert result.validation is not None and result.score > 0.5
-    assert 2 <= result.epochs_run <= 8
+    assert result.score > 0.5
+
+    scores = [validation["spearman"] for validation, _ in per_epoch]
+    best = scores.index(max(scores))  # the first epoch with the best score: a later tie is not better
+    assert len(per_epoch) == result.epochs_run < epochs, scores  # it stopped early...
+    assert result.epochs_run == best + 1 + patience, scores  # ...exactly `patience` epochs without improvement
+    assert result.validation == per_epoch[best][0]  # the metrics of the kept epoch, all three of them
+    last_validation, last_weights = per_epoch[-1]
+    assert last_validation != result.validation  # the last epoch is another model (tied or worse)
+
+    saved = load_file(tmp_path / "kept" / "model.safetensors")
+    best_weights = per_epoch[best][1]
+    assert all(torch.equal(saved[name], best_weights[name]) for name in saved)
+    assert not all(torch.equal(saved[name], last_weights[name]) for name in saved)
+
+    # the saved model, evaluated afresh, reproduces the reported validation and test metrics
+    checkpoint = resolve_checkpoint(tmp_path / "kept")
+    model = load_for_classification(checkpoint, None, seed=0)  # its own regression head is kept
+    tokenizer = load_tokenizer(checkpoint)
+    protocol = spec.protocol
+    task = spec.task.load().subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
+    for split, expected in [("validation", result.validation), ("test", result.metrics)]:
+        encoded = encode(tokenizer, task.splits[split], protocol.max_length, True)
+        predictions = loop.predict(model, encoded, tokenizer.pad_token_id, precision="fp32", regression=True)
+        assert loop.compute_metrics(task, predictions, encoded.labels) == expected, split
 
 
 def test_pair_task_from_the_shared_data(tiny_bert, shared_data):
