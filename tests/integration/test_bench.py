@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import save_tiny_bert
+from scipy.stats import spearmanr
 
 from upcycle.errors import ConfigError
 from upcycle.ranking import build_leaderboard, gain_matrix, grid_frame, load_bench, plan_bench, run_bench, summarize
@@ -41,6 +43,33 @@ def suite_file(tmp_path_factory, shared_data):
     targets = [str(shared_data / name) for name in ("rotten_tomatoes", "cb", "trec_fine")]
     path.write_text(yaml.safe_dump({"name": "mini", "targets": targets}))
     return path
+
+
+def stored_means(store: Store, fingerprint: str) -> dict[str, tuple[float, str]]:
+    """``{task: (mean score over the stored seeds, rounded as a card rounds, the card's metric name)}`` of the
+    finetunes started from ``fingerprint``, read back from the store's results (2 seeds of one protocol each)."""
+    scores: dict[tuple[str, str], dict[int, float]] = {}
+    for result in store.results(base_fingerprint=fingerprint):
+        assert result.metric == "accuracy"
+        scores.setdefault((result.task_name, result.protocol), {})[result.seed] = result.score
+    assert all(sorted(seeds) == [0, 1] for seeds in scores.values()), scores
+    assert len({task for task, _ in scores}) == len(scores)  # one protocol per task
+    return {task: (round(float(np.mean(list(seeds.values()))), 4),
+                   f"accuracy after finetuning from this checkpoint ({protocol} protocol, mean of 2 seeds)")
+            for (task, protocol), seeds in scores.items()}
+
+
+def card_values(results: list[dict]) -> dict[str, tuple[float, str]]:
+    """``{task: (value, metric name)}`` of a model-index block, after checking each entry's labels."""
+    values = {}
+    for entry in results:
+        task = entry["dataset"]["name"]
+        assert entry["task"] == {"type": "text-classification"}
+        assert entry["dataset"] == {"name": task, "type": task, "split": "test"}
+        [metric] = entry["metrics"]
+        assert metric["type"] == "accuracy"
+        values[task] = (metric["value"], metric["name"])
+    return values
 
 
 def test_zoo_build_registers_experts_with_lineage_and_is_idempotent(zoo, tiny_bert, shared_data):
@@ -90,11 +119,22 @@ def test_bench_skips_overlapping_cells_resumes_and_ranks(zoo, tiny_bert, suite_f
     assert json.loads(to_json(board))["cells"]["done"] == len(bench.specs())
     assert to_csv(board).splitlines()[0].startswith("rank,candidate")
 
-    card = yaml.safe_load(model_index(store, ranked[0].fingerprint, ranked[0].candidate))
-    results = card["model-index"][0]["results"]
-    assert {r["dataset"]["name"] for r in results} == {"cb", "rotten_tomatoes", "trec_fine"} - (
-        {"rotten_tomatoes"} if ranked[0].source_task == "sst2" else {"trec_fine"})
-    assert all(0 <= r["metrics"][0]["value"] <= 1 for r in results)
+    for row in ranked:  # each expert's card: the mean over its 2 stored seeds of every target it was tested on
+        card = yaml.safe_load(model_index(store, row.fingerprint, row.candidate))
+        assert card["model-index"][0]["name"] == row.candidate
+        results = card["model-index"][0]["results"]
+        tested = {"cb", "rotten_tomatoes", "trec_fine"} - ({"rotten_tomatoes"} if row.source_task == "sst2"
+                                                           else {"trec_fine"})
+        assert card_values(results) == stored_means(store, row.fingerprint) and set(card_values(results)) == tested
+        # the same numbers from the bench's own grid (joined by spec key)
+        own = grid[grid["fingerprint"] == row.fingerprint]
+        assert {task: value for task, (value, _) in card_values(results).items()} == {
+            target: round(float(rows["score"].mean()), 4) for target, rows in own.groupby("target")}
+        assert {name for _, name in card_values(results).values()} == {
+            "accuracy after finetuning from this checkpoint (quick+ protocol, mean of 2 seeds)"}
+    # the two seeds disagree somewhere, so a card showing one seed instead of the mean would be caught
+    experts = grid[~grid["is_base"]]
+    assert (experts.groupby(["fingerprint", "target"])["score"].nunique() > 1).any()
 
 
 def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file, tmp_path):
@@ -117,7 +157,13 @@ def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file,
     too_small = runner.invoke(app, ["analyze", *db])  # two candidates: too few for the analysis
     assert too_small.exit_code == 2 and "at least 3 candidates" in too_small.output
     card = runner.invoke(app, ["model-card", f"{tiny_bert.name}-sst2", *db])
-    assert card.exit_code == 0 and yaml.safe_load(card.output)["model-index"][0]["name"] == f"{tiny_bert.name}-sst2"
+    assert card.exit_code == 0, card.output
+    [index] = yaml.safe_load(card.output)["model-index"]
+    assert index["name"] == f"{tiny_bert.name}-sst2"
+    with Store(folder / "zoo.db") as store:
+        expert = store.checkpoint_named(f"{tiny_bert.name}-sst2")
+        assert card_values(index["results"]) == stored_means(store, expert.fingerprint)
+    assert set(card_values(index["results"])) == {"cb", "trec_fine"}  # never finetuned on its own rotten_tomatoes
     empty = runner.invoke(app, ["leaderboard", "--db", str(tmp_path / "empty.db")])
     assert empty.exit_code == 2 and "No bench" in empty.output
 
@@ -135,7 +181,19 @@ def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file,
     assert analysis["beating_base"]["candidates"] == 3
     probe = analysis["linear_probe_signal"]
     assert probe["target"] == "cb" and probe["candidates"] == 3 and len(probe["accuracy"]) == 4  # with the base
-    assert -1 <= probe["spearman_vs_avg_gain_elsewhere"] <= 1
+    # the Spearman of the probe accuracies against the gains, recomputed from the written grid with scipy:
+    # gain = candidate's mean over seeds minus the base's, in points; averaged over the other targets
+    base_name = tiny_bert.name
+    means = grid.groupby(["candidate", "target"])["score"].mean().unstack()
+    gains = (means.drop(index=base_name) - means.loc[base_name]) * 100
+    assert sorted(gains.index) == sorted(name for name in probe["accuracy"] if name != base_name)
+    accuracy = pd.Series({name: probe["accuracy"][name] for name in gains.index})
+    elsewhere = gains.drop(columns="cb").mean(axis=1)
+    assert probe["spearman_vs_avg_gain_elsewhere"] == pytest.approx(spearmanr(accuracy, elsewhere).statistic)
+    assert probe["spearman_vs_gain_on_target"] == pytest.approx(spearmanr(accuracy, gains["cb"]).statistic)
+    positive = int((gains.mean(axis=1) > 0).sum())
+    assert analysis["beating_base"]["positive_avg_gain"] == positive
+    assert analysis["beating_base"]["fraction_positive"] == pytest.approx(positive / 3)
     assert "Additive model" in (tmp_path / "out" / "mini_analysis.md").read_text()
     assert (tmp_path / "out" / "mini_leaderboard.md").read_text().count("\n| ") >= 4
 
@@ -143,8 +201,11 @@ def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file,
 def test_bench_refuses_a_candidate_of_another_architecture(zoo, tiny_bert, suite_file, tmp_path):
     store, _, _ = zoo
     wider = save_tiny_bert(tmp_path / "wide", hidden_size=48, num_attention_heads=2)
-    with pytest.raises(ConfigError, match="another architecture"):
+    with pytest.raises(ConfigError) as caught:
         plan_bench(store, base=str(tiny_bert), suite=str(suite_file), candidates=[str(wider)], overrides=FAST)
+    assert str(caught.value) == (f"Candidates of another architecture than the base {tiny_bert.name} "
+                                 "(bert-L2-H32-V30522): wide (bert-L2-H48-V30522). "
+                                 "Bench each architecture against its own base.")
 
 
 def test_suites_builtin_yaml_and_bad_files(tmp_path):
@@ -155,13 +216,19 @@ def test_suites_builtin_yaml_and_bad_files(tmp_path):
     custom = tmp_path / "s.yaml"
     custom.write_text("targets: [a, b]\noverlap_groups: [[a, b]]\n")
     assert load_suite(str(custom)).overlaps("a", "b")
-    for text, message in [("targets: []", "non-empty"), ("targets: [a, a]", "twice"), ("{{{", "YAML"),
-                          ("targets: [a]\noverlap_groups: x", "overlap_groups")]:
+    for text, message in [("targets: []", "a suite needs a non-empty list under 'targets'."),
+                          ("targets: [a, a]", "a target is listed twice."),
+                          ("targets: [a]\noverlap_groups: x", "'overlap_groups' must be a list of lists of task names.")]:
         custom.write_text(text)
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError) as caught:
             load_suite(str(custom))
-    with pytest.raises(ConfigError, match="Unknown suite"):
+        assert str(caught.value) == f"{custom}: {message}"
+    custom.write_text("{{{")
+    with pytest.raises(ConfigError, match=rf"(?s)^{re.escape(str(custom))}: not valid YAML \(while parsing .+\)\.$"):
+        load_suite(str(custom))
+    with pytest.raises(ConfigError) as caught:
         load_suite("nope")
+    assert str(caught.value) == f"Unknown suite 'nope': use {', '.join(BUILTIN)} or a YAML file."
 
 
 def _grid(rows):
@@ -203,10 +270,13 @@ def test_integrity_flags_duplicates_impossible_scores_and_identical_vectors():
             ("b", "fb", None, False, "x", 0, "accuracy", 1.3), ("c", "fc", None, False, "x", 0, "spearman", float("nan")),
             ("d", "fd", None, False, "x", 0, "accuracy", 0.4), ("d", "fd", None, False, "y", 0, "accuracy", 0.7),
             ("e", "fe", None, False, "x", 0, "accuracy", 0.4), ("e", "fe", None, False, "y", 0, "accuracy", 0.7)]
-    problems = integrity_problems(_grid(rows))
-    assert any("several scores for x seed 0" in p for p in problems)
-    assert any("1.3 is impossible" in p for p in problems) and any("nan is impossible" in p for p in problems)
-    assert any("d, e" in p for p in problems)
+    assert integrity_problems(_grid(rows)) == [
+        "a has several scores for x seed 0",
+        "b on x seed 0: accuracy 1.3 is impossible",
+        "c on x seed 0: spearman nan is impossible",
+        "identical scores on every cell for d, e (same model twice?)",
+    ]
+    assert integrity_problems(_grid(rows[2:3] + rows[4:6])) == ["b on x seed 0: accuracy 1.3 is impossible"]
 
 
 def test_suite_dataclass_custom_groups():
@@ -223,7 +293,7 @@ def test_linear_probe_scores_separable_features_and_refuses_one_class():
     features = rng.normal(0, 1, (60, 8)) + np.eye(3, 8)[labels] * 6
     assert linear_probe_score(features, labels) > 0.95
     assert linear_probe_score(rng.normal(0, 1, (60, 8)), labels) < 0.7
-    with pytest.raises(TaskError, match="two classes"):
+    with pytest.raises(TaskError, match="^the sample has a single class; a linear probe needs two classes or more$"):
         linear_probe_score(features, np.zeros(60, dtype=int))
 
 
@@ -233,5 +303,5 @@ def test_plan_with_an_empty_zoo_benches_the_base_alone_and_bad_seeds_are_refused
         assert bench.candidates == () and len(bench.specs()) == 3
         board = build_leaderboard(bench, store)
         assert len(board.rows) == 1 and board.cells_done == 0 and not board.rows[0].fully_tested
-        with pytest.raises(ConfigError, match="at least 1"):
+        with pytest.raises(ConfigError, match=r"^--seeds must be at least 1\.$"):
             plan_bench(store, base=str(tiny_bert), suite=str(suite_file), seeds=0)

@@ -48,8 +48,14 @@ def test_a_failing_job_is_named():
 
 
 def test_make_executor_names():
-    assert isinstance(make_executor("local"), LocalExecutor)
-    assert isinstance(make_executor("local", isolate=True), ProcessExecutor)
-    assert isinstance(make_executor("ray", address="127.0.0.1:1"), RayExecutor)
-    with pytest.raises(ConfigError, match="local or ray"):
+    assert type(make_executor("local")) is LocalExecutor
+    isolated = make_executor("local", isolate=True)
+    assert type(isolated) is ProcessExecutor and isolated.parallel == 1  # one fresh process at a time
+    ray = make_executor("ray", address="127.0.0.1:1")
+    assert type(ray) is RayExecutor
+    assert (ray.address, ray.cpus_per_job, ray.max_retries) == ("127.0.0.1:1", 1, 2)
+    assert make_executor("ray").address is None  # a new local Ray instance
+    with pytest.raises(ConfigError, match=r"^Unknown executor 'slurm': use local or ray\.$"):
         make_executor("slurm")
+    with pytest.raises(ConfigError, match=r"^--ray-address only applies to --executor ray\.$"):
+        make_executor("local", address="127.0.0.1:1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -24,9 +25,8 @@ from upcycle.checkpoints import (
 from upcycle.checkpoints.streaming import MappedCheckpoint
 from upcycle.cli import app
 from upcycle.errors import CheckpointError, ConfigError, MergeError
-from upcycle.merging import combine, kernels, load_config, merge, plan_merge
+from upcycle.merging import kernels, load_config, merge, plan_merge
 from upcycle.merging.card import hub_id
-from upcycle.merging.engine import tensor_seed
 
 
 def finetuned_variant(base: Path, folder: Path, seed: int, num_labels: int = 2, scale: float = 0.02,
@@ -116,30 +116,175 @@ def test_only_a_hub_id_becomes_the_cards_base_model(family):
     assert [hub_id(reference) for reference in ("minilm", "MiniLM", str(family["base"]), "./a/b", "~/a/b")] == [
         None] * 5
 
+# ---------------------------------------------------------------- every method against its textbook formula
+# The expected values below are written from the papers' definitions in plain torch (float64), without
+# upcycle's kernels, combine() or seeds, so that a wrong kernel cannot agree with itself.
+
+WEIGHTS = (0.7, 0.5)  # config()'s weights of a and b
+COLINEAR = 0.9995  # mergekit's slerp DOT_THRESHOLD: above this |cos|, interpolate linearly
+
+
+def body(model: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """The float64 value of a bare output name in an expert (stored under the ``bert.`` body prefix)."""
+    return model[f"bert.{name}"].double()
+
+
+def top_density(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """TIES' trim: keep the entries whose |delta| reaches the k-th largest magnitude, k = max(1, int(density n))."""
+    magnitude = delta.abs().reshape(-1)
+    keep = max(1, int(density * magnitude.numel()))
+    cut = magnitude.sort(descending=True).values[keep - 1]
+    return torch.where(delta.abs() >= cut, delta, torch.zeros_like(delta))
+
+
+def elect_and_mean(weighted: list[torch.Tensor], weights: list[float], normalize: bool) -> torch.Tensor:
+    """TIES' sign election (+ when the sum is 0) and disjoint merge of weighted deltas, entry by entry."""
+    total = sum(weighted)
+    sign = torch.where(total >= 0, 1.0, -1.0).double()
+    mixed = torch.zeros_like(total)
+    divisor = torch.zeros_like(total)
+    for value, weight in zip(weighted, weights):
+        agrees = (value * sign) > 0  # a zero (trimmed or dropped) entry agrees with no sign
+        mixed += torch.where(agrees, value, 0.0)
+        divisor += torch.where(agrees, weight, 0.0)
+    if not normalize:
+        return mixed
+    return mixed / torch.where(divisor == 0, 1.0, divisor)
+
+
+def textbook_slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> tuple[torch.Tensor, bool]:
+    """sin((1-t) w) / sin w * a + sin(t w) / sin w * b, w the angle between a and b (flattened); linear when
+    the two are (nearly) colinear or one is zero. Returns the value and whether it was spherical."""
+    cos = float((a.reshape(-1) @ b.reshape(-1)) / (a.norm() * b.norm())) if a.norm() * b.norm() > 0 else 1.0
+    if abs(cos) > COLINEAR:
+        return (1 - t) * a + t * b, False
+    omega = math.acos(cos)
+    return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega), True
+
+
+def expected_merge(method: str, base: dict[str, torch.Tensor], a: dict[str, torch.Tensor],
+                   b: dict[str, torch.Tensor], name: str, lam: float, density: float) -> torch.Tensor:
+    theta_a, theta_b = body(a, name), body(b, name)
+    w_a, w_b = WEIGHTS
+    if method == "linear":  # model soup: the weighted average, normalised by default
+        return (w_a * theta_a + w_b * theta_b) / (w_a + w_b)
+    start = base[name].double()
+    if method == "task_arithmetic":  # not normalised by default
+        return start + lam * (w_a * (theta_a - start) + w_b * (theta_b - start))
+    if method == "ties":  # normalised by default: the disjoint mean
+        trimmed = [w_a * top_density(theta_a - start, density), w_b * top_density(theta_b - start, density)]
+        return start + lam * elect_and_mean(trimmed, [w_a, w_b], normalize=True)
+    raise AssertionError(method)
+
+
 @pytest.mark.parametrize("method, extra", [
     ("linear", {}),
-    ("ties", {"parameters": {"lambda": 1.0}}),
-    ("dare_ties", {"seed": 3}),
-    ("slerp", {"parameters": {"t": 0.3}}),
+    ("task_arithmetic", {}),
+    ("ties", {"parameters": {"lambda": 0.9}}),
 ])
-def test_every_method_matches_its_kernel(family, tmp_path, method, extra):
-    spec = config(method, family, names=("a",) if method == "slerp" else ("a", "b"), **extra)
-    if method in ("ties", "dare_ties"):
+def test_every_method_matches_its_textbook_formula(family, tmp_path, method, extra):
+    spec = config(method, family, **extra)
+    density = 0.5
+    if method == "ties":
         for entry in spec["models"]:
-            entry["parameters"]["density"] = 0.5
+            entry["parameters"]["density"] = density
     out = merge(spec, tmp_path / method)
     result, base = tensors(out.path), tensors(family["base"])
-    inputs = [tensors(family[n]) for n in (("a",) if method == "slerp" else ("a", "b"))]
-    plan = plan_merge(load_config(spec))
-    for item in plan.tensors:
-        if item.action != "merge":
-            continue
-        values = [model[source] for model, source in zip(inputs, item.sources)]
-        generator = torch.Generator().manual_seed(tensor_seed(3, item.output.name)) if method == "dare_ties" else None
-        expected = combine(item.parameters, base.get(item.base_source), values, generator)
-        assert torch.equal(result[item.output.name], expected), item.output.name
+    a, b = tensors(family["a"]), tensors(family["b"])
+    assert set(result) == set(base) - {"embeddings.position_ids"} and len(result) == 39
+    lam = extra.get("parameters", {}).get("lambda", 1.0)
+    for name, value in result.items():
+        assert value.dtype == torch.float32
+        expected = expected_merge(method, base, a, b, name, lam, density)
+        assert torch.allclose(value.double(), expected, rtol=1e-5, atol=1e-6), name
+    if method == "ties":  # the trim and the election matter: without them it would be the plain mean
+        name = "encoder.layer.0.attention.self.query.weight"
+        untrimmed = expected_merge("task_arithmetic", base, a, b, name, lam, 1.0)
+        assert not torch.allclose(result[name].double(), untrimmed, atol=1e-3)
     again = merge(spec, tmp_path / f"{method}-again")
-    assert again.fingerprint == out.fingerprint  # deterministic, DARE included (seeded per tensor)
+    assert again.fingerprint == out.fingerprint
+
+
+def test_slerp_matches_its_textbook_formula(family, tmp_path):
+    spec = config("slerp", family, names=("a",), parameters={"t": 0.3})
+    out = merge(spec, tmp_path / "slerp")
+    result, base, a = tensors(out.path), tensors(family["base"]), tensors(family["a"])
+    assert set(result) == set(base) - {"embeddings.position_ids"}
+    spherical = set()
+    for name, value in result.items():
+        expected, curved = textbook_slerp(base[name].double(), body(a, name), 0.3)
+        assert torch.allclose(value.double(), expected, rtol=1e-5, atol=1e-6), name
+        if curved:
+            spherical.add(name)
+            # on the arc, not the chord: the linear interpolation is measurably different
+            assert not torch.allclose(value.double(), 0.7 * base[name].double() + 0.3 * body(a, name), atol=1e-4)
+    # both branches are exercised: the random matrices are far from colinear, LayerNorm weights (1 + noise) are not
+    assert "encoder.layer.0.attention.self.query.weight" in spherical
+    assert "embeddings.LayerNorm.weight" not in spherical and "embeddings.LayerNorm.weight" in result
+    again = merge(spec, tmp_path / "slerp-again")
+    assert again.fingerprint == out.fingerprint
+
+
+@pytest.mark.parametrize("method", ["dare_linear", "dare_ties"])
+def test_dare_drops_to_the_base_or_rescales_exactly(family, tmp_path, method):
+    """DARE's masks are random: check what any correct implementation must give instead of replaying its RNG.
+
+    Every entry of the merged delta is the method's combination (a sum for dare_linear, TIES' elected sum for
+    dare_ties; neither normalises by default) of some subset of the inputs' weighted deltas, each survivor
+    rescaled by exactly 1 / (1 - p); each model keeps about ``density`` of its entries, independently of the
+    other; with density 1 nothing is dropped.
+    """
+    density, drop = 0.3, 0.7
+    spec = config(method, family, seed=5)
+    for entry in spec["models"]:
+        entry["parameters"]["density"] = density
+    out = merge(spec, tmp_path / method)
+    result, base = tensors(out.path), tensors(family["base"])
+    a, b = tensors(family["a"]), tensors(family["b"])
+    assert set(result) == set(base) - {"embeddings.position_ids"}
+    kept_a = kept_b = kept_both = counted = 0
+    for name, value in result.items():
+        start = base[name].double()
+        deltas = [WEIGHTS[0] * (body(a, name) - start) / (1 - drop), WEIGHTS[1] * (body(b, name) - start) / (1 - drop)]
+        masks = [(0, 0), (1, 0), (0, 1), (1, 1)]
+        if method == "dare_linear":
+            options = [m_a * deltas[0] + m_b * deltas[1] for m_a, m_b in masks]
+        else:
+            options = [elect_and_mean([m_a * deltas[0], m_b * deltas[1]], list(WEIGHTS), normalize=False)
+                       for m_a, m_b in masks]
+        options = torch.stack(options)  # (4, *S): the merged delta for each pair of keep/drop decisions
+        distance = (options - (value.double() - start)).abs()
+        closest = distance.min(0)
+        # each entry is one of the four, to float32 rounding of the stored value (never e.g. an unscaled survivor)
+        assert bool((closest.values <= 1e-6 + 1e-5 * value.double().abs()).all()), name
+        # where the four options are far apart, the entry tells which inputs were kept
+        gaps = (options.unsqueeze(0) - options.unsqueeze(1)).abs()
+        gaps = gaps + torch.eye(4, dtype=torch.float64).reshape(4, 4, *([1] * value.dim())) * 1e9
+        clear = gaps.amin(dim=(0, 1)) > 1e-4
+        choice = closest.indices[clear]
+        counted += int(clear.sum())
+        kept_a += int(((choice == 1) | (choice == 3)).sum())
+        kept_b += int(((choice == 2) | (choice == 3)).sum())
+        kept_both += int((choice == 3).sum())
+    assert counted > 200_000  # the word embeddings alone are ~1M entries
+    assert abs(kept_a / counted - density) < 0.01 and abs(kept_b / counted - density) < 0.01
+    assert abs(kept_both / counted - density**2) < 0.01  # the two models' masks are independent
+    again = merge(spec, tmp_path / f"{method}-again")
+    assert again.fingerprint == out.fingerprint  # seeded per tensor
+    other = merge({**spec, "seed": 6}, tmp_path / f"{method}-other-seed")
+    assert other.fingerprint != out.fingerprint
+    # density 1 drops nothing: dare_linear is task arithmetic, dare_ties is TIES' elected sum without a trim
+    for entry in spec["models"]:
+        entry["parameters"]["density"] = 1.0
+    full = tensors(merge(spec, tmp_path / f"{method}-full").path)
+    for name, value in full.items():
+        start = base[name].double()
+        weighted = [WEIGHTS[0] * (body(a, name) - start), WEIGHTS[1] * (body(b, name) - start)]
+        if method == "dare_linear":
+            expected = expected_merge("task_arithmetic", base, a, b, name, 1.0, 1.0)
+        else:
+            expected = start + elect_and_mean(weighted, list(WEIGHTS), normalize=False)
+        assert torch.allclose(value.double(), expected, rtol=1e-5, atol=1e-6), name
 
 
 def test_whole_model_ties_trim_equals_brute_force_on_the_concatenated_task_vectors(family, tmp_path):
@@ -335,6 +480,12 @@ def test_truncated_weights_and_bad_configs_are_clear_errors(family, tmp_path):
         merge({"merge_method": "linear", "models": [{"model": str(tmp_path / "nowhere")}]}, tmp_path / "out")
 
 
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of a rich table printed in ``output``, cell by cell (box-drawing or ASCII borders)."""
+    return [[cell.strip() for cell in re.split("[│|]", line)[1:-1]] for line in output.splitlines()
+            if line[:1] in ("│", "|")]
+
+
 def test_cli_dry_run_prints_the_plan_and_merge_registers(family, tmp_path):
     spec = tmp_path / "merge.yaml"
     spec.write_text(f"""
@@ -350,17 +501,47 @@ tensor_parameters:
     parameters: {{lambda: 0.0}}
 """)
     runner = CliRunner()
-    dry = runner.invoke(app, ["merge", str(spec), str(tmp_path / "out"), "--dry-run"], env={"COLUMNS": "200"})
+    dry = runner.invoke(app, ["merge", str(spec), str(tmp_path / "out"), "--dry-run"], env={"COLUMNS": "250"})
     assert dry.exit_code == 0, dry.output
-    assert "BertModel" in dry.output and "heads dropped" in dry.output and "lambda=0.0" in dry.output
-    assert "no tensor was read or written" in dry.output and not (tmp_path / "out").exists()
+    stored = {n: load_file(family[n] / "model.safetensors") for n in ("a", "b", "base")}
+    assert [len(stored[n]) for n in ("a", "b", "base")] == [41, 41, 39]  # the experts add classifier.{weight,bias}
+
+    def mib(name: str) -> str:
+        return f"{sum(t.numel() * t.element_size() for t in stored[name].values()) / 2**20:.1f}"
+
+    rows = table_rows(dry.output)
+    arch = "bert-L2-H32-V30522"
+    assert rows == [
+        ["input", str(family["a"]), f"BertForSequenceClassification ({arch})", "41", mib("a")],
+        ["input", str(family["b"]), f"BertForSequenceClassification ({arch})", "41", mib("b")],
+        ["base", str(family["base"]), f"BertModel ({arch})", "39", mib("base")],
+    ], dry.output
+    lines = dry.output.splitlines()
+    assert lines[0] == f"merge plan: ties -> {tmp_path / 'out'}"
+    output = next(line for line in lines if line.startswith("output: "))
+    assert output.startswith(f"output: BertModel, 39 tensors, float32, {mib('base')} MiB in 1 shard(s); heads dropped; "
+                             f"tokenizer from {family['base']}; working memory about "), output
+    # the 5 embeddings tensors get the rule's lambda, the other 34 the default
+    embeddings = sum(1 for name in stored["base"] if re.search(r"embeddings\.", name))
+    assert embeddings == 5
+    groups = sorted(line.strip() for line in lines if re.match(r" +\d+ tensors: ", line))
+    assert groups == sorted([
+        f"{39 - embeddings} tensors: merge weights=[1.0, 1.0] densities=[0.5, 0.5] lambda=1.0 normalize=True",
+        f"{embeddings} tensors: merge weights=[1.0, 1.0] densities=[0.5, 0.5] lambda=0.0 normalize=True",
+    ]), dry.output
+    assert lines[-1] == "dry run: no tensor was read or written." and not (tmp_path / "out").exists()
     db = tmp_path / "zoo.db"
     done = runner.invoke(app, ["merge", str(spec), str(tmp_path / "out"), "--register", "--db", str(db)])
     assert done.exit_code == 0, done.output
+    merged = resolve_checkpoint(tmp_path / "out")
+    assert f"registered out {merged.fingerprint[:12]} in {db}" in done.output
     values, base = tensors(tmp_path / "out"), tensors(family["base"])
     assert torch.equal(values["embeddings.word_embeddings.weight"], base["embeddings.word_embeddings.weight"])
-    listing = runner.invoke(app, ["zoo", "list", "--db", str(db)], env={"COLUMNS": "200"})
-    assert "out" in listing.output
+    listing = runner.invoke(app, ["zoo", "list", "--db", str(db)], env={"COLUMNS": "250"})
+    assert listing.exit_code == 0, listing.output
+    entries = table_rows(listing.output)
+    assert entries == [["out", merged.fingerprint[:12], arch, "", resolve_checkpoint(family["base"]).fingerprint[:12],
+                        str(tmp_path / "out")]], listing.output
     again = runner.invoke(app, ["merge", str(spec), str(tmp_path / "out")])
     assert again.exit_code == 2 and "already exists" in again.output
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .headers import TensorEntry, tensor_index
 from ..errors import CheckpointError, MergeError
+from .headers import TensorEntry, tensor_index
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
