@@ -21,8 +21,6 @@ import pytest
 import yaml
 from conftest import save_tiny_bert
 
-from upcycle.errors import ConfigError
-from upcycle.execute import RayExecutor, make_executor
 from upcycle.protocols import parse_overrides
 from upcycle.ranking import load_bench
 from upcycle.store import Store
@@ -76,14 +74,6 @@ def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
     match = re.search(r"(\d+)\s+stored,\s+(\d+)\s+to\s+run", report["stdout"])
     assert match is not None and int(match[2]) == len(expected) - len(before)  # the rerun redid nothing stored
     assert "vanilla base" in report["stdout"]
-
-
-def test_executor_choice_errors():
-    with pytest.raises(ConfigError, match="local or ray"):
-        make_executor("slurm")
-    with pytest.raises(ConfigError, match="only applies"):
-        make_executor("local", address="127.0.0.1:6379")
-    assert isinstance(make_executor("ray", address="127.0.0.1:1"), RayExecutor)
 
 
 def test_a_lost_raylet_becomes_one_line_that_says_how_to_resume():
