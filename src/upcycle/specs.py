@@ -90,4 +90,5 @@ class FinetuneResult(BaseModel):
     versions: dict[str, str]
     created_at: str
     notes: list[str] = []  # what makes the score less certain than it looks (small or carved test split, ...)
+    device: str = "cpu"  # where it ran (not part of the key: the same spec anywhere is the same experiment)
 

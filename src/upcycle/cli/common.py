@@ -3,6 +3,7 @@ commands take (declared once here, so ``--db`` or ``--set`` mean the same everyw
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import __version__
 from ..errors import UpcycleError
 from ..specs import ProgressCallback
+from ..training.devices import DEVICE_VARIABLE, resolve_device
 
 app = typer.Typer(help="Reuse finetuned language models instead of starting from scratch.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -53,6 +55,17 @@ TextPairColumnOption = Annotated[str | None, typer.Option(help="Second text colu
 LabelColumnOption = Annotated[str, typer.Option(help="Label column of a table.")]
 TaskTypeOption = Annotated[str, typer.Option(help="auto, classification or regression.")]
 TASK_TYPES = ("auto", "classification", "regression")
+DeviceOption = Annotated[str | None, typer.Option(
+    help="Where models run: auto (CUDA when there is one), cpu, cuda, cuda:N or mps.", envvar=DEVICE_VARIABLE)]
+
+
+def use_device(device: str | None) -> str:
+    """Check ``--device`` before any work (one clear line if this machine lacks it) and hand it to every worker
+    through ``UPCYCLE_DEVICE``; returns the resolved device."""
+    resolved = resolve_device(device)
+    if device:
+        os.environ[DEVICE_VARIABLE] = device
+    return resolved
 
 
 def _print_version(value: bool) -> None:

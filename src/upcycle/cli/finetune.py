@@ -16,6 +16,7 @@ from .common import (
     TASK_TYPES,
     AllowPickleOption,
     DbOption,
+    DeviceOption,
     LabelColumnOption,
     ProtocolOption,
     SeedOption,
@@ -28,6 +29,7 @@ from .common import (
     console,
     friendly_errors,
     progress_bars,
+    use_device,
     warn,
 )
 
@@ -47,9 +49,11 @@ def finetune(
     label_column: LabelColumnOption = "label",
     task_type: TaskTypeOption = "auto",
     allow_pickle: AllowPickleOption = False,
+    device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Finetune BASE on TASK, print test metrics and record them (a stored result returns at once)."""
+    use_device(device)
     check_choice("--task-type", task_type, TASK_TYPES)
     chosen = get_protocol(protocol, parse_overrides(set_ or []))  # cheap checks before any data is read
     with Store(db) as store, progress_bars() as progress:

@@ -22,6 +22,7 @@ from .common import (
     MERGE_PARAMETER_METAVAR,
     OVERRIDE_METAVAR,
     DbOption,
+    DeviceOption,
     ExecutorOption,
     RayAddressOption,
     app,
@@ -29,6 +30,7 @@ from .common import (
     errors,
     friendly_errors,
     split_list,
+    use_device,
 )
 
 FUSION_METHOD_NAMES = ", ".join(sorted(FUSION_METHODS))
@@ -65,6 +67,7 @@ def fuse(
     name: Annotated[str | None, typer.Option(help="Run name (zoo names NAME-iterN; default: the --out folder's).")] = None,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
+    device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """ColD Fusion: contributors finetune the base on their own data, the fused weights become the next base.
@@ -73,6 +76,7 @@ def fuse(
     """
     from ..fusion import Contributor, FusionConfig, bench_evaluator, run_fusion  # lazy: torch
 
+    use_device(device)
     members = tuple(Contributor.parse(item) for item in split_list(contributors) or [])
     vanilla = resolve_checkpoint(base)
     targets = load_suite(eval_suite).targets if eval_suite else ()

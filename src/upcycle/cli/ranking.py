@@ -20,6 +20,7 @@ from ..zoo import resolve_candidate
 from .common import (
     BenchOption,
     DbOption,
+    DeviceOption,
     ExecutorOption,
     ProbeExamplesOption,
     ProbeTargetOption,
@@ -33,6 +34,7 @@ from .common import (
     errors,
     friendly_errors,
     split_list,
+    use_device,
 )
 
 
@@ -65,11 +67,13 @@ def bench(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     plan_only: Annotated[bool, typer.Option("--plan", help="Only save the grid and say what is left.")] = False,
+    device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Finetune every (candidate, target, seed) not stored yet, the vanilla base included; show the leaderboard."""
     from ..ranking import plan_bench, run_bench  # lazy: pandas
 
+    use_device(device)
     chosen = get_protocol(protocol, parse_overrides(set_ or []))
     runner = make_executor(executor, address=ray_address)
     with Store(db) as store:

@@ -16,6 +16,7 @@ from ..store import Store
 from .common import (
     AllowPickleOption,
     DbOption,
+    DeviceOption,
     LabelColumnOption,
     ProtocolOption,
     SetOption,
@@ -29,6 +30,7 @@ from .common import (
     friendly_errors,
     progress_bars,
     split_list,
+    use_device,
     warn,
 )
 
@@ -72,12 +74,14 @@ def select(
              "register it.")] = None,
     allow_pickle: AllowPickleOption = False,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Rank checkpoints as starting points for TARGET, cheaply; optionally verify the top K and keep the best."""
     from ..selection import select as run_select  # lazy: pandas, scipy
     from ..selection.estimators import DEFAULT  # lazy: pandas, scipy
 
+    use_device(device)
     check_choice("--format", fmt, ("table", "json"))
     with Store(db) as store, progress_bars() as progress:
         selections = run_select(

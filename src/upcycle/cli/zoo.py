@@ -19,6 +19,7 @@ from ..zoo import zoo_rename as rename_in_zoo
 from .common import (
     AllowPickleOption,
     DbOption,
+    DeviceOption,
     ProtocolOption,
     SetOption,
     app,
@@ -26,6 +27,7 @@ from .common import (
     friendly_errors,
     progress_bars,
     split_list,
+    use_device,
 )
 
 zoo_app = typer.Typer(help="Register and list checkpoints (the zoo).", no_args_is_help=True)
@@ -110,9 +112,11 @@ def zoo_build(
     protocol: ProtocolOption = "quick",
     set_: SetOption = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Finetune BASE on each source task and register the results as source experts, with lineage."""
+    use_device(device)
     chosen = get_protocol(protocol, parse_overrides(set_ or []))
     names = split_list(sources)
     if not names:

@@ -113,3 +113,12 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches over all examples sorted by length (longest first), so almost nothing is padded."""
     order = np.argsort(-lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def to_device(batch: dict, device: str) -> dict:
+    """The batch's tensors on ``device``: unchanged on the CPU; on CUDA pinned and copied without blocking."""
+    if device == "cpu":
+        return batch
+    if device.startswith("cuda"):
+        return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
+    return {name: tensor.to(device) for name, tensor in batch.items()}

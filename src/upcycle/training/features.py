@@ -12,15 +12,18 @@ import numpy as np
 from ..checkpoints import Checkpoint, load_tokenizer, quiet_transformers
 from ..errors import TaskError
 from ..tasks import Split
-from .batching import collate, encode, eval_batches
+from .batching import collate, encode, eval_batches, to_device
+from .devices import device_type, resolve_device
 
 PROBE_FOLDS = 5
 
 
 def embed(
-    checkpoint: Checkpoint, split: Split, *, max_length: int = 128, batch_size: int = 128, precision: str = "bf16"
+    checkpoint: Checkpoint, split: Split, *, max_length: int = 128, batch_size: int = 128, precision: str = "bf16",
+    device: str | None = None,
 ) -> np.ndarray:
-    """Mean-pooled last hidden states (over real tokens): (n, hidden) float32, in the split's order."""
+    """Mean-pooled last hidden states (over real tokens): (n, hidden) float32, in the split's order. ``device``:
+    see :func:`~upcycle.training.devices.resolve_device`."""
     import torch  # lazy: torch stays off the CLI's --help path
     from transformers import AutoModel  # lazy: transformers is slow to import
 
@@ -28,15 +31,20 @@ def embed(
     encoded = encode(tokenizer, split, max_length, regression=True)  # labels are not used here
     with quiet_transformers():
         model = AutoModel.from_pretrained(checkpoint.path, trust_remote_code=False).eval()
+    device = resolve_device(device)
+    model = model.to(device)
     pad_id = tokenizer.pad_token_id or 0
     features = np.empty((len(split), model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    autocast = torch.autocast(device_type(device), dtype=torch.bfloat16,
+                              enabled=precision == "bf16" and device_type(device) in ("cpu", "cuda"))
+    with torch.inference_mode(), autocast:
         for indices in eval_batches(encoded.lengths, batch_size):
             batch = collate(encoded, indices, pad_id)
             batch.pop("labels")
+            batch = to_device(batch, device)
             hidden = model(**batch).last_hidden_state.float()  # (b, length, hidden)
             mask = batch["attention_mask"].unsqueeze(-1).float()  # (b, length, 1)
-            features[indices] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy()
+            features[indices] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
     return features
 
 

@@ -22,7 +22,8 @@ from ..errors import TaskError, UpcycleError
 from ..protocols import Protocol
 from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback
 from ..tasks import Task
-from .batching import Encoded, collate, encode, eval_batches, micro_batches, train_batches
+from .batching import Encoded, collate, encode, eval_batches, micro_batches, to_device, train_batches
+from .devices import describe_device, device_type, resolve_device
 from .metrics import caveats, classification_metrics, regression_metrics
 
 MICRO_BATCH_TOKENS = 8192  # padded tokens per forward pass; larger batches accumulate gradients over chunks
@@ -45,7 +46,7 @@ def configure_threads() -> int:
     return cores
 
 
-def resolve_eval_precision(requested: str, kind: str = "classification") -> str:
+def resolve_eval_precision(requested: str, kind: str = "classification", device: str = "cpu") -> str:
     """``auto`` -> ``bf16`` for classification on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``.
 
     Regression stays in fp32 under ``auto``: bf16 keeps 8 bits of mantissa, which rounds nearby predicted
@@ -58,6 +59,10 @@ def resolve_eval_precision(requested: str, kind: str = "classification") -> str:
         return "fp32"
     import torch  # lazy: torch stays off the CLI's --help path
 
+    if device_type(device) == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device_type(device) != "cpu":
+        return "fp32"
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return "bf16" if probe is not None and probe() else "fp32"
 
@@ -68,14 +73,17 @@ def run_finetune(
     save_to: str | Path | None = None,
     progress: ProgressCallback | None = None,
     task: Task | None = None,
+    device: str | None = None,
 ) -> FinetuneResult:
     """Train ``spec.base`` on ``spec.task`` under ``spec.protocol`` and evaluate on the test split.
 
     With ``save_to`` the finetuned model, its tokenizer and an ``upcycle.json`` provenance file are written
     there atomically. ``task`` may pass the already loaded task (it must have the spec's fingerprint) to save
-    loading it again.
+    loading it again. ``device`` (default ``$UPCYCLE_DEVICE`` or ``auto``, see :mod:`.devices`) is where it runs;
+    the result records it.
     """
     configure_threads()
+    device = resolve_device(device)
     protocol = spec.protocol
     checkpoint = spec.base.resolve()
     if task is None:
@@ -84,21 +92,21 @@ def run_finetune(
         raise TaskError(f"The task passed for {spec.task.name} is not the one the spec names (fingerprint differs).")
     task = task.subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
     tokenizer = load_tokenizer(checkpoint)
-    model = load_for_classification(checkpoint, task.label_names, spec.seed)
+    model = load_for_classification(checkpoint, task.label_names, spec.seed).to(device)
     regression = task.kind == "regression"
     data = {name: encode(tokenizer, split, protocol.max_length, regression) for name, split in task.splits.items()}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    precision = resolve_eval_precision(protocol.eval_precision, task.kind)
+    precision = resolve_eval_precision(protocol.eval_precision, task.kind, device)
 
     def evaluate(split: str) -> tuple[dict[str, float], float, np.ndarray]:
         started = time.perf_counter()
         predictions = predict(model, data[split], pad_id, precision=precision, regression=regression,
-                              progress=progress, phase=f"eval {split}")
+                              progress=progress, phase=f"eval {split}", device=device)
         seconds = time.perf_counter() - started
         return compute_metrics(task, predictions, data[split].labels), seconds, predictions
 
     learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
-    trainer = Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id)
+    trainer = Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id, device)
     train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0], task.primary_metric,
                                                       progress)
     test_metrics, eval_seconds, test_predictions = evaluate("test")
@@ -111,6 +119,7 @@ def run_finetune(
         eval_examples_per_s=len(data["test"]) / max(eval_seconds, 1e-9), eval_precision=precision,
         versions=_versions(), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         notes=caveats(test_predictions, kind=task.kind, label_names=task.label_names, split_notes=task.notes),
+        device=describe_device(device),
     )
     if save_to is not None:
         provenance = {
@@ -168,15 +177,16 @@ def adamw_with_schedule(parameters: list, protocol: Protocol, learning_rate: flo
 
 
 def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol: Protocol, parameters: list,
-               optimizer, scheduler, where: str) -> None:
+               optimizer, scheduler, where: str, device: str = "cpu") -> None:
     """One optimizer step on the examples ``indices`` of ``data``: micro-batches of at most
     ``MICRO_BATCH_TOKENS`` padded tokens accumulate the batch's mean-loss gradient, then clip, step, schedule.
     ``where`` names the step in the error raised when the loss is not finite."""
     import torch  # lazy: torch stays off the CLI's --help path
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16")
+    autocast = torch.autocast(device_type(device), dtype=torch.bfloat16,
+                              enabled=protocol.train_precision == "bf16" and device_type(device) in ("cpu", "cuda"))
     for chunk in micro_batches(indices, data.lengths, MICRO_BATCH_TOKENS):
-        batch = collate(data, chunk, pad_id)
+        batch = to_device(collate(data, chunk, pad_id), device)
         with autocast:
             # the loss is a mean over examples: weighting each chunk by its share gives the batch mean
             loss = model(**batch).loss * (len(chunk) / len(indices))
@@ -193,8 +203,9 @@ def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol:
 class Trainer:
     """AdamW (no decay on biases and LayerNorm weights) with linear warmup and decay, per-batch padding."""
 
-    def __init__(self, model, train: Encoded, protocol: Protocol, learning_rate: float, seed: int, pad_id: int):
-        self.model, self.train, self.protocol, self.pad_id = model, train, protocol, pad_id
+    def __init__(self, model, train: Encoded, protocol: Protocol, learning_rate: float, seed: int, pad_id: int,
+                 device: str = "cpu"):
+        self.model, self.train, self.protocol, self.pad_id, self.device = model, train, protocol, pad_id, device
         self.rng = np.random.default_rng(seed)
         self.parameters = list(model.parameters())
         steps_per_epoch = -(-len(train) // protocol.batch_size)
@@ -207,7 +218,7 @@ class Trainer:
         done = 0
         for indices in batches:
             train_step(self.model, self.train, indices, self.pad_id, self.protocol, self.parameters, self.optimizer,
-                       self.scheduler, f"epoch {epoch + 1}")
+                       self.scheduler, f"epoch {epoch + 1}", self.device)
             done += len(indices)
             if progress is not None:
                 progress(f"train epoch {epoch + 1}/{self.protocol.epochs}", done, len(self.train))
@@ -215,7 +226,7 @@ class Trainer:
 
 def predict(
     model, encoded: Encoded, pad_id: int, *, precision: str = "fp32", regression: bool = False,
-    batch_size: int = 128, progress: ProgressCallback | None = None, phase: str = "eval",
+    batch_size: int = 128, progress: ProgressCallback | None = None, phase: str = "eval", device: str = "cpu",
 ) -> np.ndarray:
     """Predictions for every example, in the original order: (n,) class indices or (n,) regression values."""
     import torch  # lazy: torch stays off the CLI's --help path
@@ -223,11 +234,13 @@ def predict(
     model.eval()
     outputs = np.empty(len(encoded), dtype=np.float32 if regression else np.int64)
     done = 0
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    autocast = torch.autocast(device_type(device), dtype=torch.bfloat16,
+                              enabled=precision == "bf16" and device_type(device) in ("cpu", "cuda"))
+    with torch.inference_mode(), autocast:
         for indices in eval_batches(encoded.lengths, batch_size):
             batch = collate(encoded, indices, pad_id)
             batch.pop("labels")
-            logits = model(**batch).logits.float()
+            logits = model(**to_device(batch, device)).logits.float().cpu()
             outputs[indices] = logits[:, 0].numpy() if regression else logits.argmax(-1).numpy()
             done += len(indices)
             if progress is not None:

@@ -27,6 +27,7 @@ from ..errors import UpcycleError
 from ..protocols import Protocol
 from ..tasks import load_task
 from .batching import encode, train_batches
+from .devices import resolve_device
 from .loop import adamw_with_schedule, configure_threads, train_step
 
 
@@ -38,7 +39,7 @@ class Source(TypingProtocol):
 
 
 def train_multitask(base: str | Checkpoint, sources: Sequence[Source], out: str | Path, *, protocol: Protocol,
-                    seed: int = 0) -> Checkpoint:
+                    seed: int = 0, device: str | None = None) -> Checkpoint:
     """Finetune ``base`` on all ``sources`` together (``protocol``'s sample, epochs, learning rate) and save
     the shared body to ``out``; an existing ``out`` made from the same settings is returned as is."""
     checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base)
@@ -48,11 +49,13 @@ def train_multitask(base: str | Checkpoint, sources: Sequence[Source], out: str 
     if done is not None:
         return done
     configure_threads()
+    device = resolve_device(device)
     tokenizer = load_tokenizer(checkpoint)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tasks = [load_task(s.data, name=s.name).subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
              for s in sources]
-    models = [load_for_classification(checkpoint, task.label_names, seed + i) for i, task in enumerate(tasks)]
+    models = [load_for_classification(checkpoint, task.label_names, seed + i).to(device)
+              for i, task in enumerate(tasks)]
     body = models[0].base_model
     for model in models[1:]:
         setattr(model, model.base_model_prefix, body)  # one body, a head per task
@@ -71,7 +74,7 @@ def train_multitask(base: str | Checkpoint, sources: Sequence[Source], out: str 
         for position in rng.permutation(len(schedule)):
             t, indices = schedule[position]
             train_step(models[t], data[t], indices, pad_id, protocol, parameters, optimizer, scheduler,
-                       f"epoch {epoch + 1} ({tasks[t].name})")
+                       f"epoch {epoch + 1} ({tasks[t].name})", device)
     settings["n_train"] = {task.name: len(d) for task, d in zip(tasks, data, strict=True)}
     return save_checkpoint(body, tokenizer, Path(out), settings, overwrite=True)
 
