@@ -7,6 +7,7 @@ of a transformer layer is proportional to the padded length, so this is most of 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,3 +123,11 @@ def to_device(batch: dict, device: str) -> dict:
     if device.startswith("cuda"):
         return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
     return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def inference_batches(encoded: Encoded, pad_id: int, batch_size: int, device: str) -> Iterator[tuple[np.ndarray, dict]]:
+    """Length-sorted batches for a forward pass: ``(indices, inputs)`` with the labels left out, on ``device``."""
+    for indices in eval_batches(encoded.lengths, batch_size):
+        batch = collate(encoded, indices, pad_id)
+        batch.pop("labels")
+        yield indices, to_device(batch, device)

@@ -47,6 +47,14 @@ def device_type(device: str) -> str:
     return device.split(":")[0]
 
 
+def bf16_autocast(device: str, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled`` and the device type has it (CPU, CUDA); a no-op otherwise."""
+    import torch  # lazy: torch stays off the CLI's --help path
+
+    kind = device_type(device)
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled and kind in ("cpu", "cuda"))
+
+
 def describe_device(device: str) -> str:
     """What a result records: ``cpu``, or the accelerator and its name (``cuda:0 (NVIDIA H200)``)."""
     import torch  # lazy: torch stays off the CLI's --help path

@@ -12,8 +12,8 @@ import numpy as np
 from ..checkpoints import Checkpoint, load_tokenizer, quiet_transformers
 from ..errors import TaskError
 from ..tasks import Split
-from .batching import collate, encode, eval_batches, to_device
-from .devices import device_type, resolve_device
+from .batching import encode, inference_batches
+from .devices import bf16_autocast, resolve_device
 
 PROBE_FOLDS = 5
 
@@ -35,15 +35,10 @@ def embed(
     model = model.to(device)
     pad_id = tokenizer.pad_token_id or 0
     features = np.empty((len(split), model.config.hidden_size), dtype=np.float32)
-    autocast = torch.autocast(device_type(device), dtype=torch.bfloat16,
-                              enabled=precision == "bf16" and device_type(device) in ("cpu", "cuda"))
-    with torch.inference_mode(), autocast:
-        for indices in eval_batches(encoded.lengths, batch_size):
-            batch = collate(encoded, indices, pad_id)
-            batch.pop("labels")
-            batch = to_device(batch, device)
-            hidden = model(**batch).last_hidden_state.float()  # (b, length, hidden)
-            mask = batch["attention_mask"].unsqueeze(-1).float()  # (b, length, 1)
+    with torch.inference_mode(), bf16_autocast(device, precision == "bf16"):
+        for indices, inputs in inference_batches(encoded, pad_id, batch_size, device):
+            hidden = model(**inputs).last_hidden_state.float()  # (b, length, hidden)
+            mask = inputs["attention_mask"].unsqueeze(-1).float()  # (b, length, 1)
             features[indices] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
     return features
 

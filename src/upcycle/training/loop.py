@@ -22,8 +22,8 @@ from ..errors import TaskError, UpcycleError
 from ..protocols import Protocol
 from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback
 from ..tasks import Task
-from .batching import Encoded, collate, encode, eval_batches, micro_batches, to_device, train_batches
-from .devices import describe_device, device_type, resolve_device
+from .batching import Encoded, collate, encode, inference_batches, micro_batches, to_device, train_batches
+from .devices import bf16_autocast, describe_device, device_type, resolve_device
 from .metrics import caveats, classification_metrics, regression_metrics
 
 MICRO_BATCH_TOKENS = 8192  # padded tokens per forward pass; larger batches accumulate gradients over chunks
@@ -183,8 +183,7 @@ def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol:
     ``where`` names the step in the error raised when the loss is not finite."""
     import torch  # lazy: torch stays off the CLI's --help path
 
-    autocast = torch.autocast(device_type(device), dtype=torch.bfloat16,
-                              enabled=protocol.train_precision == "bf16" and device_type(device) in ("cpu", "cuda"))
+    autocast = bf16_autocast(device, protocol.train_precision == "bf16")
     for chunk in micro_batches(indices, data.lengths, MICRO_BATCH_TOKENS):
         batch = to_device(collate(data, chunk, pad_id), device)
         with autocast:
@@ -234,13 +233,9 @@ def predict(
     model.eval()
     outputs = np.empty(len(encoded), dtype=np.float32 if regression else np.int64)
     done = 0
-    autocast = torch.autocast(device_type(device), dtype=torch.bfloat16,
-                              enabled=precision == "bf16" and device_type(device) in ("cpu", "cuda"))
-    with torch.inference_mode(), autocast:
-        for indices in eval_batches(encoded.lengths, batch_size):
-            batch = collate(encoded, indices, pad_id)
-            batch.pop("labels")
-            logits = model(**to_device(batch, device)).logits.float().cpu()
+    with torch.inference_mode(), bf16_autocast(device, precision == "bf16"):
+        for indices, inputs in inference_batches(encoded, pad_id, batch_size, device):
+            logits = model(**inputs).logits.float().cpu()
             outputs[indices] = logits[:, 0].numpy() if regression else logits.argmax(-1).numpy()
             done += len(indices)
             if progress is not None:
