@@ -117,9 +117,12 @@ def _print_selection(selection) -> None:
     console.print(table)
     for message in result.notes:
         warn(message)
-    finetunes = [*selection.verified, *([selection.kept] if selection.kept is not None else [])]
-    for message in dict.fromkeys(note for run in finetunes for note in run.notes):
-        warn(f"finetuned on {selection.target}: {message}")
+    finetunes = [(v.entry.name, v.notes) for v in selection.verified]
+    if selection.kept is not None:
+        finetunes.append((selection.kept.start.name, selection.kept.notes))
+    for line in dict.fromkeys(f"{name} finetuned on {selection.target}: {note}" for name, notes in finetunes
+                              for note in notes):
+        warn(line)
     console.print(f"cost: {result.cpu_seconds:.1f} CPU s for this target"
                   + (f" (+ {result.amortized_seconds:.1f} CPU s on source data, once per candidate)"
                      if result.amortized_seconds else ""), highlight=False)
