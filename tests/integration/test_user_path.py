@@ -48,8 +48,9 @@ def test_select_save_keeps_the_verified_best_prints_where_and_registers_it(zoo, 
     assert done.exit_code == 0, done.output
     assert f"saved to {kept_folder}" in done.output and "registered as chosen" in done.output
     assert re.search(r"\(95% CI over 2 seeds: \[[-+]\d+\.\d, [-+]\d+\.\d\]\)", done.output), done.output
-    assert "start from: " in done.output  # each caveat names the run it is about
-    assert re.search(r"warning: \S+ finetuned on poem_sentiment: the test split has 48 examples", done.output)
+    assert "start from: " in done.output  # a caveat true of every run is said once, about the target's data
+    assert done.output.count("finetuned on poem_sentiment: the test split has 48 examples") == 1
+    assert "warning: finetuned on poem_sentiment: the test split has 48 examples" in done.output
     assert (kept_folder / "model.safetensors").exists() and (kept_folder / "upcycle.json").exists()
     with Store(db) as store:
         entry = store.checkpoint_named("chosen")

@@ -120,8 +120,11 @@ def _print_selection(selection) -> None:
     finetunes = [(v.entry.name, v.notes) for v in selection.verified]
     if selection.kept is not None:
         finetunes.append((selection.kept.start.name, selection.kept.notes))
+    shared = set.intersection(*(set(notes) for _, notes in finetunes)) if finetunes else set()
+    for note in dict.fromkeys(note for _, notes in finetunes for note in notes if note in shared):
+        warn(f"finetuned on {selection.target}: {note}")  # about the target's data: true of every run
     for line in dict.fromkeys(f"{name} finetuned on {selection.target}: {note}" for name, notes in finetunes
-                              for note in notes):
+                              for note in notes if note not in shared):
         warn(line)
     console.print(f"cost: {result.cpu_seconds:.1f} CPU s for this target"
                   + (f" (+ {result.amortized_seconds:.1f} CPU s on source data, once per candidate)"
