@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import save_tiny_bert, sentiment_rows, write_rows
 from safetensors.torch import load_file, save_file
@@ -47,7 +49,8 @@ def graded(tmp_path_factory, tiny_bert, shared_data):
     store.close()
 
 
-def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, shared_data):
+def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, shared_data, monkeypatch):
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
     store, bench, _ = graded
     candidates = tuple(store.get_checkpoint(c.checkpoint.fingerprint) for c in bench.candidates)
     target = load_task(shared_data / "poem_sentiment")
@@ -58,7 +61,7 @@ def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, sha
         assert result.used == name, (name, result.notes)
         assert set(result.scores) == {c.fingerprint for c in candidates}
         assert all(np.isfinite(v) for v in result.scores.values()), name
-        assert result.cpu_seconds >= 0
+        assert result.seconds >= 0 and result.cpu_seconds == result.seconds and result.device == "cpu"
     features = store.get_features(candidates[0].fingerprint, target.fingerprint, Sample(n=64).key)
     assert features is not None and features[0].shape == (64, 32) and features[1] > 0  # cached with its cost
     # a cached feature is charged what it cost, so the reported cost does not depend on the cache
@@ -76,6 +79,10 @@ def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, sha
     again = cache.pooled(candidates[0], context.target_source, sample, stored_meter)
     assert np.array_equal(cold, warm) and np.array_equal(cold, again)
     assert cold_meter.total > 0 and cold_meter.total == warm_meter.total == stored_meter.total
+    # bought on the CPU, a cached feature costs the same read by a run on an accelerator (nothing is recomputed)
+    elsewhere = CostMeter(device="cuda:0")
+    FeatureCache(store).pooled(candidates[0], context.target_source, sample, elsewhere)
+    assert elsewhere.total == cold_meter.total
 
 
 def test_prior_never_sees_the_target_or_tasks_sharing_its_data(graded, shared_data):
@@ -94,7 +101,8 @@ def test_prior_never_sees_the_target_or_tasks_sharing_its_data(graded, shared_da
     assert all(prior[f] == pytest.approx(expected[f]) for f in expected.index)
 
 
-def test_evaluate_selection_leave_one_target_out(graded):
+def test_evaluate_selection_leave_one_target_out(graded, monkeypatch):
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
     store, bench, _ = graded
     names = ["prior", "logme", "semb", "combined", "size"]
     frame = evaluate_selection(store, bench, names, examples=64)
@@ -115,27 +123,35 @@ def test_evaluate_selection_leave_one_target_out(graded):
             expected = ((best - truth[target]) / best * 100).mean()
             assert rows.loc[rows["estimator"] == RANDOM, "regret_at_1"].item() == pytest.approx(expected)
     assert frame["ndcg"].between(0, 1).all() and frame["cost_fraction"].ge(0).all()
+    # the device the costs were measured on: on the estimators' rows, not on the reference rows
+    assert frame.loc[frame["estimator"] == RANDOM, "device"].isna().all()
+    assert (frame.loc[frame["estimator"].isin(names), "device"] == "cpu").all()
     summary = summarize_selection(frame)
+    assert summary["logme"]["device"] == "cpu" and summary[RANDOM]["device"] is None
     document = json.loads(results_json(frame, summary, "combined"))
     assert document["default"] == "combined" and document["candidates"] == 3 and document["targets"] == 3
+    assert document["device"] == "cpu" and "cpu_seconds_per_target" in document["estimators"]["logme"]
     assert set(document["estimators"]["logme"]) >= {"regret_at_1", "regret_at_3", "regret_at_5", "ndcg",
                                                     "spearman", "cost_fraction"}
     assert "random (expected)" in document["estimators"]
     assert "| **combined** (default)" in results_markdown(frame, summary, "combined", bench)
 
 
-def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path):
+def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path, monkeypatch):
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
     store, bench, folder = graded
     data = write_rows(tmp_path / "reviews.csv", sentiment_rows(120, seed=5))
     args = ["select", str(data), "--text-column", "review", "--label-column", "sentiment", "--examples", "64",
             "--db", str(store.path)]
     ranked = runner.invoke(app, [*args, "--estimator", "logme"])
     assert ranked.exit_code == 0, ranked.output
-    assert "starting points for reviews" in ranked.output and "CPU s" in ranked.output
+    assert "starting points for reviews" in ranked.output
+    assert re.search(r"cost: \d+\.\d s of CPU time for this target", ranked.output), ranked.output
     verified = runner.invoke(app, [*args, "--estimator", "logme", "--verify-top", "1", "--format", "json",
                                    *[f"--set={k}={v}" for k, v in FAST.items()]])
     assert verified.exit_code == 0, verified.output
     (answer,) = json.loads(verified.stdout)
+    assert answer["cost_device"] == "cpu" and answer["cpu_seconds"] > 0
     assert len(answer["ranking"]) == 3 and [r["rank"] for r in answer["ranking"]] == [1, 2, 3]
     assert [v["is_base"] for v in answer["verified"]] == [False, True]
     assert answer["verified"][0]["candidate"] == answer["ranking"][0]["candidate"]
@@ -145,7 +161,8 @@ def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path):
     assert listed.exit_code == 0 and "logme" in listed.output and "(default)" in listed.output
 
 
-def test_a_tiny_target_falls_back_with_a_warning_and_a_budget_is_enforced(graded, tmp_path):
+def test_a_tiny_target_falls_back_with_a_warning_and_a_budget_is_enforced(graded, tmp_path, monkeypatch):
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
     store, _, _ = graded
     tiny = write_rows(tmp_path / "tiny.csv", sentiment_rows(40, seed=6)[:8] + sentiment_rows(40, seed=7)[:1])
     (selection,) = select(store, tiny, estimator="logme", text_column="review", label_column="sentiment")
@@ -156,7 +173,9 @@ def test_a_tiny_target_falls_back_with_a_warning_and_a_budget_is_enforced(graded
     assert cli.exit_code == 0 and "warning" in cli.output and "falling back" in cli.output
     data = write_rows(tmp_path / "reviews.csv", sentiment_rows(200, seed=8))
     (cheap,) = select(store, data, estimator="fewshot", budget=0.05, text_column="review", label_column="sentiment")
-    assert cheap.estimate.used != "fewshot" and any("budget" in note for note in cheap.estimate.notes)
+    assert cheap.estimate.used != "fewshot" and cheap.estimate.device == "cpu"
+    assert any("fewshot cannot score" in note and "of a 0.05-second budget (CPU time)" in note
+               for note in cheap.estimate.notes), cheap.estimate.notes
 
 
 def test_candidates_of_two_architectures_are_ranked_apart(graded, tmp_path, shared_data):
@@ -262,3 +281,30 @@ def test_a_designed_best_candidate_ranks_first(tiny_bert, sentiment_folder, tmp_
             (selection,) = select(store, target, candidates=names, estimator=estimator, examples=64,
                                   text_column="review", label_column="sentiment")
             assert selection.ranking[0][0].name == "sentiment-expert", (estimator, selection.ranking)
+
+
+def test_select_prints_the_device_its_cost_was_measured_on():
+    from upcycle.cli.common import console
+    from upcycle.cli.selection import _print_selection
+    from upcycle.selection import Selection
+    from upcycle.selection.estimate import Estimate
+    from upcycle.store import ZooEntry
+
+    entry = ZooEntry("fp", "minilm-sst2", "/zoo/minilm-sst2", "bert-6x384", "bert", "sst2", None, "")
+    on_gpu = Estimate("logme", "logme", {"fp": 1.0}, seconds=1.23, amortized_seconds=0.4,
+                      device="cuda:0 (NVIDIA H200)", notes=())
+    selection = Selection("bert-6x384", "reviews", "accuracy", None, ((entry, 1.0),), on_gpu)
+    with console.capture() as captured:
+        _print_selection(selection)
+    printed = " ".join(captured.get().split())
+    assert ("cost: 1.2 s on cuda:0 (NVIDIA H200) for this target (+ 0.4 s on source data, once per candidate)"
+            in printed), printed
+    assert "CPU" not in printed
+    assert selection.to_dict()["cost_device"] == "cuda:0 (NVIDIA H200)" and selection.to_dict()["cpu_seconds"] == 1.23
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_evaluate_selection_refuses_a_missing_gpu_before_any_work(tmp_path):
+    done = runner.invoke(app, ["evaluate-selection", "--device", "cuda", "--db", str(tmp_path / "x.db")])
+    assert done.exit_code == 2 and "CUDA is not available here" in done.output and "Traceback" not in done.output
+    assert not (tmp_path / "x.db").exists()

@@ -1,14 +1,18 @@
-"""The leaderboard renderers against small golden strings: a hand-built board, every format byte for byte."""
+"""The leaderboard renderers against small golden strings: a hand-built board, every format byte for byte; and
+what the selection report says its costs are."""
 
 from __future__ import annotations
 
 import json
+
+import pandas as pd
 
 from upcycle.checkpoints import CheckpointRef
 from upcycle.protocols import get_protocol
 from upcycle.ranking import Bench, Candidate, Leaderboard
 from upcycle.ranking.leaderboard import EXCLUDED, LeaderboardRow
 from upcycle.report.leaderboard import flat_rows, to_csv, to_json, to_markdown, to_table
+from upcycle.report.selection import results_json, results_markdown
 from upcycle.tasks import TaskRef
 
 
@@ -85,3 +89,37 @@ def test_terminal_table_cells():
     assert columns["candidate"] == ["base (vanilla base)", "a"]
     assert columns["rte"] == ["55.1", "[green]+1.5[/]"] and columns["sst2"] == ["80.0", "-"]
     assert columns["95% CI"] == ["", "[-0.25, +3.00]"]
+
+
+def selection_results(device: str | None):
+    """A one-estimator, one-target evaluation frame and its summary; ``device`` None: a frame from before costs
+    were device-aware (no device column)."""
+    row = {"target": "rte", "candidates": 2, "brute_force_seconds": 100.0, "estimator": "logme", "used": "logme",
+           "cpu_seconds": 2.0, "amortized_seconds": 0.0, "regret_at_1": 1.0, "regret_at_3": 0.0, "regret_at_5": 0.0,
+           "ndcg": 0.9, "spearman": 1.0, "kendall": 1.0, "cost_fraction": 0.02}
+    frame = pd.DataFrame([row if device is None else row | {"device": device}])
+    entry = {key: row[key] for key in ("regret_at_1", "regret_at_3", "regret_at_5", "ndcg", "spearman", "kendall",
+                                       "cost_fraction")}
+    entry |= {"regret_at_1_ci": [1.0, 1.0], "regret_at_3_ci": [0.0, 0.0], "cpu_seconds_per_target": 2.0,
+              "amortized_seconds": 0.0, "fallbacks": 0, "device": device}
+    return frame, {"logme": entry}
+
+
+def test_the_selection_report_says_on_which_device_its_costs_were_measured():
+    bench = board().bench
+    cost_line = "Cost = estimator CPU seconds / brute-force CPU seconds (finetuning every candidate once on the target)."
+    header = "| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | CPU s / target | fallbacks |"
+    for device in (None, "cpu"):  # on the CPU, the text the committed report was written with
+        frame, summary = selection_results(device)
+        markdown = results_markdown(frame, summary, "logme", bench)
+        assert cost_line in markdown and header in markdown.splitlines()
+        assert json.loads(results_json(frame, summary, "logme"))["device"] == device
+    frame, summary = selection_results("cuda:0 (NVIDIA H200)")
+    markdown = results_markdown(frame, summary, "logme", bench)
+    assert ("Cost = estimator wall seconds on cuda:0 (NVIDIA H200) / brute-force seconds (finetuning every "
+            "candidate once on the target).") in markdown and "CPU" not in markdown
+    assert ("| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | s / target | fallbacks |"
+            in markdown.splitlines())
+    document = json.loads(results_json(frame, summary, "logme"))
+    assert document["device"] == "cuda:0 (NVIDIA H200)"
+    assert document["estimators"]["logme"]["cpu_seconds_per_target"] == 2.0  # the committed key, kept

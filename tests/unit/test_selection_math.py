@@ -1,13 +1,16 @@
-"""The pure parts of selection: LogME, ranking metrics with exact tie handling, fusion, votes, cost meter."""
+"""The pure parts of selection: LogME, ranking metrics with exact tie handling, fusion, votes, cost meter and clocks."""
 
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
 
-from upcycle.selection.context import BudgetExhausted, CostMeter, Sample
+from upcycle.errors import ConfigError
+from upcycle.selection import context
+from upcycle.selection.context import BudgetExhausted, CostMeter, Sample, cost_clock
 from upcycle.selection.estimators.combined import rank_fusion
 from upcycle.selection.estimators.logme import log_evidence, logme, max_evidence
 from upcycle.selection.estimators.retrieval import nearest_votes
@@ -129,11 +132,76 @@ def test_cost_meter_charges_a_shared_resource_once_and_enforces_a_budget():
     meter.charge("features:a", 2.0)  # LogME and the probe reading the same features
     meter.charge("source:a", 5.0, amortized=True)
     assert meter.total == 2.0 and meter.amortized_total == 5.0
-    limited = CostMeter(limit=3.0)
+    limited = CostMeter(limit=3.0, device="cpu")
     limited.charge("x", 2.0)
-    with pytest.raises(BudgetExhausted, match="budget"):
+    with pytest.raises(BudgetExhausted, match=r"^spent 3\.50 of a 3\.00-second budget \(CPU time\)$"):
         limited.charge("y", 1.5)
     assert Sample(n=10, seed=1).key != Sample(n=10, seed=2).key
+
+
+class FakeAccelerator:
+    """Work on it runs asynchronously, as on a GPU: a launch returns at once and ``synchronize`` waits for it."""
+
+    def __init__(self):
+        self.done_at, self.synchronized = 0.0, []
+
+    def launch(self, seconds: float) -> None:
+        self.done_at = max(self.done_at, time.perf_counter()) + seconds
+
+    def synchronize(self, device: str) -> None:
+        self.synchronized.append(device)
+        time.sleep(max(0.0, self.done_at - time.perf_counter()))
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_on_the_cpu_the_cost_is_the_processs_cpu_seconds():
+    def refuse(device):
+        raise AssertionError(f"synchronized {device}")
+
+    assert cost_clock("cpu", sync=refuse) is time.process_time  # never synchronizes
+    meter = CostMeter(device="cpu")
+    with meter.timed("busy"):
+        spin(0.3)
+    with meter.timed("asleep"):
+        time.sleep(0.3)
+    assert meter.charges["busy"] > 0.1  # CPU time (it may trail the wall on a shared machine)
+    assert meter.charges["asleep"] < 0.05  # waiting costs the CPU nothing
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "mps"])
+def test_on_an_accelerator_the_cost_is_wall_seconds_read_after_a_synchronize(device):
+    accelerator = FakeAccelerator()
+    clock = cost_clock(device, sync=accelerator.synchronize)
+    cpu_started = time.process_time()
+    started = clock()
+    accelerator.launch(0.3)  # returns at once; the work is still running on the device
+    elapsed = clock() - started
+    assert elapsed >= 0.3 and accelerator.synchronized == [device, device]
+    assert time.process_time() - cpu_started < 0.1  # what the CPU clock would have charged for the same work
+
+
+def test_a_meter_on_an_accelerator_charges_wall_seconds_and_its_budget_says_so(monkeypatch):
+    accelerator = FakeAccelerator()
+    monkeypatch.setattr(context, "synchronize", accelerator.synchronize)  # the default sync of cost_clock
+    meter = CostMeter(device="cuda:0", limit=0.2)
+    with pytest.raises(BudgetExhausted, match=r"of a 0\.20-second budget \(wall time on cuda:0\)$"):
+        with meter.timed("forward"):
+            accelerator.launch(0.3)
+    assert meter.charges["forward"] >= 0.3 and accelerator.synchronized == ["cuda:0", "cuda:0"]
+
+
+def test_a_meter_measures_on_the_device_of_upcycle_device_when_it_is_made(monkeypatch):
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
+    assert CostMeter().device == "cpu"
+    monkeypatch.setenv("UPCYCLE_DEVICE", "tpu")
+    with pytest.raises(ConfigError, match="Unknown device 'tpu'"):
+        CostMeter()
+    assert CostMeter(device="mps").device == "mps"  # an explicit device is taken as given
 
 
 def test_single_seed_brute_force_is_judged_against_the_other_seeds():

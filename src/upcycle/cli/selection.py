@@ -59,7 +59,8 @@ def select(
         help="Estimator (see `upcycle estimators`; default logme), or several joined by + for rank fusion.")] = None,
     verify_top: Annotated[int, typer.Option(help="Finetune the top K and the vanilla base on TARGET to check.")] = 0,
     budget: Annotated[float | None, typer.Option(
-        help="CPU seconds the estimation may spend per architecture; over it, a cheaper estimator takes over.")] = None,
+        help="Seconds the estimation may spend per architecture, on the device's cost clock (CPU seconds on the CPU, "
+             "wall seconds on an accelerator); over it, a cheaper estimator takes over.")] = None,
     examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the target sample.")] = 0,
     seeds: Annotated[int, typer.Option(help="Seeds per verification finetune.")] = 1,
@@ -126,8 +127,9 @@ def _print_selection(selection) -> None:
     for line in dict.fromkeys(f"{name} finetuned on {selection.target}: {note}" for name, notes in finetunes
                               for note in notes if note not in shared):
         warn(line)
-    console.print(f"cost: {result.cpu_seconds:.1f} CPU s for this target"
-                  + (f" (+ {result.amortized_seconds:.1f} CPU s on source data, once per candidate)"
+    where = "of CPU time" if result.device == "cpu" else f"on {result.device}"
+    console.print(f"cost: {result.seconds:.1f} s {escape(where)} for this target"
+                  + (f" (+ {result.amortized_seconds:.1f} s on source data, once per candidate)"
                      if result.amortized_seconds else ""), highlight=False)
     best = selection.measured_best
     if best is not None:
@@ -168,6 +170,7 @@ def evaluate_selection(
     examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the target samples.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write OUT.md and OUT.json (e.g. benchmarks/results/selection_minilm).")] = None,
+    device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Leave-one-target-out over a bench grid: Regret@1/3/5, NDCG, Spearman, Kendall and cost per estimator."""
@@ -178,6 +181,7 @@ def evaluate_selection(
     from ..selection.estimators import DEFAULT, ESTIMATORS  # lazy: pandas, scipy
     from ..selection.evaluation import summarize_selection  # lazy: pandas, scipy
 
+    use_device(device)
     names = split_list(estimators_) or ESTIMATORS.names()
     with Store(db) as store:
         grid = load_bench(store, bench_name)

@@ -9,17 +9,21 @@ import numpy as np
 import pandas as pd
 
 from ..ranking import Bench
-from ..selection.evaluation import BRUTE_FORCE, RANDOM
+from ..selection.evaluation import BRUTE_FORCE, RANDOM, cost_device
 from .markdown import markdown_cell, markdown_code
 
 
 def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str) -> str:
-    """The committed result file: ``{"default", "candidates", "targets", "estimators": {NAME: {...}}}``."""
+    """The committed result file: ``{"default", "candidates", "targets", "device", "estimators": {NAME: {...}}}``.
+
+    ``device`` is where the estimator costs were measured (``cpu``: ``cpu_seconds_per_target`` are CPU seconds;
+    an accelerator: wall seconds, the key's name kept for the committed files)."""
     keys = ("regret_at_1", "regret_at_3", "regret_at_5", "ndcg", "spearman", "cost_fraction")
     document = {
         "default": default,
         "candidates": int(frame["candidates"].max()),
         "targets": int(frame["target"].nunique()),
+        "device": cost_device(frame),
         "estimators": {name: {key: _round(entry[key]) for key in keys} | {
             "kendall": _round(entry["kendall"]), "regret_at_1_ci": [_round(x) for x in entry["regret_at_1_ci"]],
             "regret_at_3_ci": [_round(x) for x in entry["regret_at_3_ci"]],
@@ -35,9 +39,16 @@ def _round(value: float) -> float | None:
 
 
 def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str, bench: Bench) -> str:
-    """A Markdown report: the summary table (best Regret@3 first) and per-target Regret@3."""
+    """A Markdown report: the summary table (best Regret@3 first) and per-target Regret@3. Estimator costs
+    measured on an accelerator are said to be wall seconds on it; on the CPU (or unrecorded) the text is as it
+    always was."""
     targets = sorted(frame["target"].unique())
     undefined = sorted(frame.loc[frame["regret_at_1"].isna(), "target"].unique())
+    device = cost_device(frame)
+    if device is None or device == "cpu":
+        cost, per_target_cost = "estimator CPU seconds / brute-force CPU seconds", "CPU s / target"
+    else:
+        cost, per_target_cost = f"estimator wall seconds on {markdown_cell(device)} / brute-force seconds", "s / target"
     lines = [
         f"# Selecting starting points: {markdown_cell(bench.name)} ({markdown_cell(bench.arch.split('(')[0])})",
         "",
@@ -45,12 +56,12 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
         f"{len(targets)} targets, ground truth = mean test score over {len(bench.seeds)} seed(s) under "
         f"protocol {markdown_code(bench.protocol.name)}. "
         "Regret@k = (M - best true score in the predicted top k) / M x 100. "
-        "Cost = estimator CPU seconds / brute-force CPU seconds (finetuning every candidate once on the target). "
+        f"Cost = {cost} (finetuning every candidate once on the target). "
         "Brackets: 95% bootstrap interval over targets. "
         f"`{RANDOM}` is the exact expectation of a random order; `{BRUTE_FORCE}` picks by one seed's finetunes "
         "of every candidate and is judged against the other seeds: the noise floor of this ground truth.",
         "",
-        "| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | CPU s / target | fallbacks |",
+        f"| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | {per_target_cost} | fallbacks |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = sorted(summary, key=lambda name: (summary[name]["regret_at_3"], summary[name]["regret_at_1"]))

@@ -2,8 +2,10 @@
 computed once per (checkpoint, task, sample) and cached in the store.
 
 One forward pass serves every estimator that reads frozen features (LogME, the linear probe, kNN, TextEmb).
-What a feature costs is recorded with it, in CPU seconds, so a cached feature is still charged at the price
-it was bought for: estimator costs do not depend on what happens to be cached.
+Costs are seconds on the device the estimation runs on (:func:`cost_clock`): CPU seconds of the process on the
+CPU, wall seconds after a synchronize on an accelerator, where the process's CPU time misses the work. What a
+feature costs is recorded with it, so a cached feature is still charged at the price it was bought for (on the
+device that computed it): estimator costs do not depend on what happens to be cached.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..errors import UpcycleError
 from ..store import Store, ZooEntry
 from ..tasks import Split, Task, TaskSource, load_task, sample_indices
 from ..training import embed
+from ..training.devices import device_type, resolve_device
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,47 @@ class Sample:
 
 
 class BudgetExhausted(UpcycleError):
-    """The estimation spent more CPU seconds than its budget allows."""
+    """The estimation spent more seconds (of its device's :func:`cost_clock`) than its budget allows."""
+
+
+def synchronize(device: str) -> None:
+    """Wait until the work queued on accelerator ``device`` (``cuda:N``, ``mps``) is done."""
+    import torch  # lazy: torch stays off the CLI's --help path
+
+    if device_type(device) == "cuda":
+        torch.cuda.synchronize(torch.device(device))
+    elif device_type(device) == "mps":
+        torch.mps.synchronize()
+
+
+def cost_clock(device: str, sync: Callable[[str], None] | None = None) -> Callable[[], float]:
+    """The clock the cost of work on ``device`` is read from, in seconds.
+
+    On ``cpu``, the CPU time of the process (:func:`time.process_time`: what the work took from the machine,
+    whatever else runs beside it). On an accelerator (``cuda:N``, ``mps``) the process's CPU time misses the work
+    done on the device, so wall time (:func:`time.perf_counter`) read after ``sync(device)`` (default
+    :func:`synchronize`): queued kernels are finished, and counted, before the clock is read.
+    """
+    if device_type(device) == "cpu":
+        return time.process_time
+
+    def wall_after_sync() -> float:
+        (sync or synchronize)(device)
+        return time.perf_counter()
+
+    return wall_after_sync
+
+
+def clock_name(device: str) -> str:
+    """What :func:`cost_clock` measures on ``device``: ``CPU time``, or ``wall time on cuda:0``."""
+    return "CPU time" if device_type(device) == "cpu" else f"wall time on {device}"
 
 
 @dataclass
 class CostMeter:
-    """CPU seconds by resource. A resource used twice (features shared by LogME, probe and kNN) is charged once.
+    """Seconds by resource, read from the :func:`cost_clock` of ``device`` (default: ``resolve_device()``, i.e.
+    ``$UPCYCLE_DEVICE`` or auto, when the meter is made). A resource used twice (features shared by LogME, probe
+    and kNN) is charged once.
 
     ``amortized`` resources are paid once per candidate and reused for every target (embeddings of a
     candidate's own source data); they are reported apart from the per-target cost. With a ``limit``, a
@@ -61,18 +99,25 @@ class CostMeter:
     charges: dict[str, float] = field(default_factory=dict)
     amortized: dict[str, float] = field(default_factory=dict)
     limit: float | None = None
+    device: str = field(default_factory=resolve_device)
 
-    def charge(self, key: str, cpu_seconds: float, *, amortized: bool = False) -> None:
-        (self.amortized if amortized else self.charges)[key] = cpu_seconds
+    @property
+    def clock(self) -> Callable[[], float]:
+        return cost_clock(self.device)
+
+    def charge(self, key: str, seconds: float, *, amortized: bool = False) -> None:
+        (self.amortized if amortized else self.charges)[key] = seconds
         if self.limit is not None and self.total > self.limit:
-            raise BudgetExhausted(f"spent {self.total:.1f} of a {self.limit:.1f} CPU-second budget")
+            raise BudgetExhausted(f"spent {self.total:.2f} of a {self.limit:.2f}-second budget "
+                                  f"({clock_name(self.device)})")
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
-        """Charge the CPU seconds of the block to ``key`` (added to what ``key`` already cost)."""
-        started = time.process_time()
+        """Charge the seconds of the block on the meter's clock to ``key`` (added to what ``key`` already cost)."""
+        clock = self.clock
+        started = clock()
         yield
-        self.charge(key, self.charges.get(key, 0.0) + time.process_time() - started)
+        self.charge(key, self.charges.get(key, 0.0) + clock() - started)
 
     @property
     def total(self) -> float:
@@ -94,14 +139,16 @@ class FeatureCache:
     def pooled(
         self, checkpoint: ZooEntry, source: TaskSource, sample: Sample, meter: CostMeter, *, amortized: bool = False
     ) -> np.ndarray:
-        """Features (n, hidden) float32 of ``sample`` of ``source`` through ``checkpoint``'s encoder."""
+        """Features (n, hidden) float32 of ``sample`` of ``source`` through ``checkpoint``'s encoder, computed on
+        the meter's device and timed on its clock; a cached feature is charged what it cost when computed."""
         key = (checkpoint.fingerprint, source.fingerprint, sample.key)
         found = self._memory.get(key) or self.store.get_features(*key)
         if found is None:
-            started = time.process_time()
+            clock = meter.clock
+            started = clock()
             features = embed(resolve_checkpoint(checkpoint.path, allow_pickle=self.allow_pickle),
-                             sample.take(source.task), max_length=sample.max_length)
-            found = (features, time.process_time() - started)
+                             sample.take(source.task), max_length=sample.max_length, device=meter.device)
+            found = (features, clock() - started)
             self.store.put_features(*key, features, found[1])
         self._memory[key] = found
         meter.charge(f"features:{':'.join(key)}", found[1], amortized=amortized)

@@ -3,8 +3,9 @@
 The ground truth is a bench grid in the store: for every target, each candidate's mean test score over
 seeds after finetuning from it. Each target is held out in turn: estimators see its training data (as a
 user's new dataset) but never its grid results, nor those of tasks sharing its data; the model prior and
-the combined ranker read only the other targets. Costs are CPU seconds, compared with brute force: the
-recorded finetune time of every candidate on that target (one seed).
+the combined ranker read only the other targets. Estimator costs are seconds on the device the estimation runs
+on (CPU seconds on the CPU, wall seconds on an accelerator), compared with brute force: the recorded finetune
+time (train + eval seconds) of every candidate on that target (one seed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..errors import ConfigError
 from ..ranking import Bench
 from ..store import Store
 from ..tasks import overlapping
+from ..training.devices import resolve_device
 from .context import FeatureCache, Sample, SelectionContext
 from .estimate import estimate
 from .estimators import DEFAULT_EXAMPLES
@@ -64,7 +66,9 @@ def evaluate_selection(
     seed: int = 0,
     on_progress: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
-    """One row per (estimator, target): ranking quality, CPU seconds, brute-force seconds, fallback used.
+    """One row per (estimator, target): ranking quality, cost seconds (column ``cpu_seconds``, a name kept for
+    the committed results; seconds on ``device``'s cost clock), brute-force seconds, fallback used, and ``device``
+    (what the estimation ran on, resolved once from ``$UPCYCLE_DEVICE`` or auto; None on the reference rows).
 
     Also, per target, two reference rows: ``random (expected)``, the exact expectation of a uniformly random
     order, and ``brute force, 1 seed`` (with two or more seeds), what finetuning every candidate once buys
@@ -78,6 +82,7 @@ def evaluate_selection(
     if truth.empty:
         raise ConfigError(f"The bench '{bench.name}' has no stored results: run `upcycle bench` first.")
     cache = FeatureCache(store)
+    device = resolve_device()
     rows = []
     for target_ref in bench.targets:
         if target_ref.name not in truth.columns:
@@ -100,10 +105,11 @@ def evaluate_selection(
             rows.append(common | {"estimator": BRUTE_FORCE, "used": BRUTE_FORCE, "cpu_seconds": brute_force,
                                   "amortized_seconds": 0.0} | anchor)
         for name in estimators:
-            result = estimate(name, context)
+            result = estimate(name, context, device=device)
             predicted = np.array([result.scores[fingerprint] for fingerprint in measured.index], dtype=float)
-            row = common | {"estimator": name, "used": result.used, "cpu_seconds": result.cpu_seconds,
-                            "amortized_seconds": result.amortized_seconds} | ranking_quality(values, predicted)
+            row = common | {"estimator": name, "used": result.used, "cpu_seconds": result.seconds,
+                            "amortized_seconds": result.amortized_seconds,
+                            "device": result.device} | ranking_quality(values, predicted)
             rows.append(row)
             if on_progress is not None:
                 on_progress(target_ref.name, name, row)
@@ -116,8 +122,9 @@ def evaluate_selection(
 
 def summarize_selection(frame: pd.DataFrame, *, draws: int = 2000, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per estimator: mean of each quality metric over targets (Regret over targets where it is defined),
-    a 95% bootstrap interval (over targets) for Regret@1 and @3, and cost as a fraction of brute force
-    (total estimator CPU seconds / total brute-force seconds)."""
+    a 95% bootstrap interval (over targets) for Regret@1 and @3, cost as a fraction of brute force
+    (total estimator seconds / total brute-force seconds), and the ``device`` the costs were measured on (None
+    for the reference rows, or a frame from before costs were device-aware)."""
     rng = np.random.default_rng(seed)
     summary = {}
     for name, rows in frame.groupby("estimator", sort=False):
@@ -130,5 +137,15 @@ def summarize_selection(frame: pd.DataFrame, *, draws: int = 2000, seed: int = 0
         entry["amortized_seconds"] = float(rows["amortized_seconds"].max())
         entry["cost_fraction"] = float(rows["cpu_seconds"].sum() / rows["brute_force_seconds"].sum())
         entry["fallbacks"] = int((rows["used"] != name).sum())
+        entry["device"] = cost_device(rows)
         summary[str(name)] = entry
     return summary
+
+
+def cost_device(frame: pd.DataFrame) -> str | None:
+    """The device the estimator costs of ``frame`` were measured on (several joined by ``, ``); None when no row
+    says (the reference rows, or a frame from before costs were device-aware)."""
+    if "device" not in frame.columns:
+        return None
+    devices = sorted(frame["device"].dropna().unique())
+    return ", ".join(map(str, devices)) or None

@@ -111,8 +111,10 @@ class Selection:
             "arch": self.arch, "target": self.target, "metric": self.metric,
             "base": None if self.base is None else self.base.name,
             "estimator": self.estimate.requested, "estimator_used": self.estimate.used,
-            "cpu_seconds": round(self.estimate.cpu_seconds, 2),
+            # the keys predate device-aware costs: seconds of cost_device's clock (CPU time only on the CPU)
+            "cpu_seconds": round(self.estimate.seconds, 2),
             "amortized_cpu_seconds": round(self.estimate.amortized_seconds, 2),
+            "cost_device": self.estimate.device,
             "ranking": [{"rank": i + 1, "candidate": e.name, "fingerprint": e.fingerprint,
                          "source_task": e.source_task, "score": None if math.isnan(s) else s}
                         for i, (e, s) in enumerate(self.ranking)],
@@ -166,8 +168,9 @@ def select(
 ) -> list[Selection]:
     """Rank ``candidates`` (default: the zoo's finetuned checkpoints) as starting points for ``target``.
 
-    Returns one :class:`Selection` per architecture. ``budget`` caps the CPU seconds of estimation per
-    architecture (the estimator falls back to a cheaper one when it would overrun); ``verify_top`` K > 0
+    Returns one :class:`Selection` per architecture. ``budget`` caps the seconds of estimation per architecture,
+    on the cost clock of the device it runs on (``$UPCYCLE_DEVICE`` or auto; CPU seconds on the CPU, wall seconds
+    on an accelerator), and the estimator falls back to a cheaper one when it would overrun; ``verify_top`` K > 0
     finetunes the top K and the vanilla base on ``target`` under ``protocol`` with ``seeds`` seeds. With
     ``save``, the choice (the measured best, or the top pick when nothing was verified) is finetuned on
     ``target`` (seed 0) and kept there (``save/<arch>`` when several architectures compete), registered in the
