@@ -12,6 +12,7 @@ so an interrupted run loses at most the jobs in flight, and rerunning the same s
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -24,9 +25,10 @@ from .errors import ConfigError, UpcycleError
 from .specs import FinetuneResult, FinetuneSpec
 from .store import Store
 from .training import finetune_json
+from .training.devices import DEVICE_VARIABLE, available_cores, default_jobs, pool_devices
 
 Job = TypeVar("Job", bound=BaseModel)
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "pool", "ray")
 
 
 class Executor(TypingProtocol):
@@ -47,31 +49,62 @@ class LocalExecutor:
 
 
 class ProcessExecutor:
-    """Every job in its own freshly spawned process, ``parallel`` at a time (one by default): nothing a job
-    loads stays in the driver (ColD Fusion's privacy guarantee), and a job that crashes cannot take it down."""
+    """Jobs in spawned worker processes, ``parallel`` at a time.
 
-    def __init__(self, parallel: int = 1):
-        self.parallel = parallel
+    ``fresh`` (the default): every job in a process of its own, so nothing a job loads stays in the driver or
+    in a later job (ColD Fusion's privacy guarantee) and a job that crashes cannot take the driver down.
+    Otherwise the pool: ``parallel`` long-lived workers take job after job, so each imports torch and
+    transformers once. Either way each worker runs on one device: ``devices`` are handed out round-robin (a
+    pool with 8 jobs on ``["cuda:0", "cuda:1"]`` puts 4 on each GPU), and it uses ``threads`` torch threads
+    (default: this machine's cores shared evenly). Workers are spawned, never forked, so none shares the
+    driver's CUDA context; they inherit the environment, ``UPCYCLE_DEVICE`` included.
+    """
+
+    def __init__(self, parallel: int = 1, *, fresh: bool = True, devices: Sequence[str] | None = None,
+                 threads: int | None = None):
+        if parallel < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {parallel}.")
+        self.parallel, self.fresh = parallel, fresh
+        self.devices = list(devices or [])
+        self.threads = threads or max(1, available_cores() // parallel)
 
     def map(self, function: Callable[[str], str], jobs: Sequence[Job], describe: Callable[[Job], str]
             ) -> Iterator[tuple[Job, str]]:
         if not jobs:
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.parallel, mp_context=context, max_tasks_per_child=1) as pool:
+        slots = None
+        if self.devices:
+            slots = context.Queue()
+            for device in self.devices:
+                slots.put(device)
+        with ProcessPoolExecutor(self.parallel, mp_context=context, max_tasks_per_child=1 if self.fresh else None,
+                                 initializer=_start_worker, initargs=(slots, self.threads)) as pool:
             futures = {pool.submit(function, job.model_dump_json()): job for job in jobs}
-            for future in as_completed(futures):
-                job = futures[future]
-                try:
-                    payload = future.result()
-                except BrokenProcessPool:
-                    raise UpcycleError(f"The worker of {describe(job)} died. Finished results are kept; "
-                                       "rerun the same command to resume.") from None
-                except Exception as error:  # the worker's own exception, re-raised here by the pool
-                    for other in futures:
-                        other.cancel()
-                    raise UpcycleError(f"{describe(job)} failed: {type(error).__name__}: {error}") from None
-                yield job, payload
+            try:
+                for future in as_completed(futures):
+                    job = futures[future]
+                    try:
+                        payload = future.result()
+                    except BrokenProcessPool:
+                        raise UpcycleError(f"The worker of {describe(job)} died. Finished results are kept; "
+                                           "rerun the same command to resume.") from None
+                    except Exception as error:  # the worker's own exception, re-raised here by the pool
+                        raise UpcycleError(f"{describe(job)} failed: {type(error).__name__}: {error}") from None
+                    yield job, payload
+            finally:  # a failure, or a consumer that stops early: nothing more starts
+                for future in futures:
+                    future.cancel()
+
+
+def _start_worker(slots, threads: int) -> None:
+    """A worker's first act: take the next device in turn (from the queue ``slots``, put back at its end: the
+    workers a pool starts are dealt the devices round-robin) and its share of the cores."""
+    if slots is not None:
+        device = slots.get()
+        slots.put(device)
+        os.environ[DEVICE_VARIABLE] = device
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by configure_threads before every job
 
 
 class RayExecutor:
@@ -83,10 +116,22 @@ class RayExecutor:
     paths in the jobs, so those paths must be visible on every node (one machine, or a shared disk).
     """
 
-    def __init__(self, address: str | None = None, *, cpus_per_job: int = 1, max_retries: int = 2):
+    def __init__(self, address: str | None = None, *, cpus_per_job: int = 1, gpus_per_job: float = 0.0,
+                 max_retries: int = 2):
         self.address = address
         self.cpus_per_job = cpus_per_job
+        self.gpus_per_job = gpus_per_job
         self.max_retries = max_retries
+
+    def options(self) -> dict:
+        """The Ray task options of every job: its CPUs, its (fractional) GPU share, and the device it runs on.
+
+        Ray hides every GPU from a task that asks for none (``CUDA_VISIBLE_DEVICES=""``) and shows a task that asks
+        for a share only the GPU it was packed onto, so the job's device follows its request: ``cuda`` or ``cpu``.
+        """
+        device = "cuda" if self.gpus_per_job > 0 else "cpu"
+        return {"num_cpus": self.cpus_per_job, "num_gpus": self.gpus_per_job, "max_retries": self.max_retries,
+                "runtime_env": {"env_vars": {DEVICE_VARIABLE: device, "OMP_NUM_THREADS": str(self.cpus_per_job)}}}
 
     def connect(self) -> None:
         try:
@@ -109,7 +154,10 @@ class RayExecutor:
         import ray  # lazy: see connect
 
         self.connect()
-        remote = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.max_retries)(function)
+        if self.gpus_per_job > 0 and not ray.cluster_resources().get("GPU"):
+            raise UpcycleError(f"--gpus-per-job {self.gpus_per_job:g}: the Ray cluster has no GPU; its jobs would "
+                               "wait forever. Use --gpus-per-job 0 (the CPU) or a cluster with GPUs.")
+        remote = ray.remote(**self.options())(function)
         in_flight = {remote.remote(job.model_dump_json()): job for job in jobs}
         while in_flight:
             finished, _ = ray.wait(list(in_flight), num_returns=1)
@@ -136,15 +184,41 @@ def _describe_failure(what: str, error: Exception) -> str:
             "rerun the same command to resume.")
 
 
-def make_executor(name: str, *, address: str | None = None, isolate: bool = False) -> Executor:
-    """``local`` (in this process, or with ``isolate`` a fresh process per job) or ``ray`` (the cluster at
-    ``address``, or a new local instance). Refuses an unknown name, and an address given to ``local``."""
+def make_executor(name: str, *, address: str | None = None, isolate: bool = False, jobs: int | None = None,
+                  gpus_per_job: float | None = None, model_bytes: int = 500 * 2**20) -> Executor:
+    """The executor called ``name``:
+
+    - ``local``: jobs one after another in this process (with ``isolate``, each in a fresh process of its own);
+    - ``pool``: ``jobs`` worker processes at once (default from the device: one per core on the CPU, several per
+      GPU sized from its memory and ``model_bytes``, see :func:`~upcycle.training.devices.default_jobs`); with
+      ``isolate`` each job still gets a fresh process;
+    - ``ray``: Ray tasks on the cluster at ``address`` (or a new local instance), each asking for
+      ``gpus_per_job`` of a GPU (0.125 packs 8 jobs onto one).
+
+    ConfigError for an unknown name or an option that does not apply to it.
+    """
     if name not in EXECUTORS:
-        raise ConfigError(f"Unknown executor '{name}': use local or ray.")
-    if name == "local" and address is not None:
+        raise ConfigError(f"Unknown executor '{name}': use {', '.join(EXECUTORS)}.")
+    if name != "ray" and address is not None:
         raise ConfigError("--ray-address only applies to --executor ray.")
+    if name != "ray" and gpus_per_job is not None:
+        raise ConfigError("--gpus-per-job only applies to --executor ray (a pool takes --jobs).")
+    if name != "pool" and jobs is not None:
+        raise ConfigError("--jobs only applies to --executor pool.")
+    if gpus_per_job is not None and not 0 <= gpus_per_job <= 1:
+        raise ConfigError(f"--gpus-per-job is a share of one GPU, from 0 to 1; got {gpus_per_job:g}.")
     if name == "ray":
-        return RayExecutor(address)
+        requested = os.environ.get(DEVICE_VARIABLE, "auto").strip().lower()
+        wants_gpu = requested.startswith("cuda") or requested == "mps"
+        if requested != "auto" and wants_gpu != bool(gpus_per_job):
+            raise ConfigError(f"With --executor ray, Ray places each job: it runs on a GPU exactly when it asks for "
+                              f"a share of one (--gpus-per-job 0.125 packs 8 per GPU), not by --device "
+                              f"{requested}; leave --device at auto.")
+        return RayExecutor(address, gpus_per_job=gpus_per_job or 0.0)
+    if name == "pool":
+        devices = pool_devices()
+        return ProcessExecutor(default_jobs(devices, model_bytes) if jobs is None else jobs, fresh=isolate,
+                               devices=devices)
     return ProcessExecutor() if isolate else LocalExecutor()
 
 

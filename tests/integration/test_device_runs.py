@@ -36,3 +36,62 @@ def test_a_finetune_on_the_gpu_is_the_same_experiment(tiny_bert, sentiment_folde
     on_gpu, on_cpu = run_finetune(spec, device="cuda"), run_finetune(spec, device="cpu")
     assert on_gpu.key == on_cpu.key and on_gpu.device.startswith("cuda:0 (")
     assert abs(on_gpu.score - on_cpu.score) < 0.1  # the same experiment, up to the devices' arithmetic
+
+
+def _sabotaged(monkeypatch, failure):
+    """Make every model a finetune loads call ``failure(model, outputs, calls)`` after each forward pass."""
+    import upcycle.training.loop as loop
+
+    load = loop.load_for_classification
+
+    def loading(*args, **kwargs):
+        model = load(*args, **kwargs)
+        calls = [0]
+
+        def after_forward(module, inputs, outputs):
+            calls[0] += 1
+            return failure(module, outputs, calls[0])
+
+        model.register_forward_hook(after_forward)
+        return model
+
+    monkeypatch.setattr(loop, "load_for_classification", loading)
+
+
+def test_out_of_memory_is_one_line_naming_what_to_lower_and_loses_nothing(tiny_bert, sentiment_folder, tmp_path,
+                                                                          monkeypatch):
+    db, saved = tmp_path / "oom.db", tmp_path / "expert"
+    common = ["finetune", str(tiny_bert), str(sentiment_folder), "--text-column", "review", "--label-column",
+              "sentiment", "--db", str(db), *(a for k, v in TINY_OVERRIDES.items() for a in ("--set", f"{k}={v}"))]
+    assert CliRunner().invoke(app, common).exit_code == 0  # a result that must survive
+
+    def out_of_memory(module, outputs, calls):
+        if calls == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    _sabotaged(monkeypatch, out_of_memory)
+    done = CliRunner().invoke(app, [*common, "--seed", "1", "--save", str(saved)])
+    batch = TINY_OVERRIDES["batch_size"]
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert done.output.startswith(f"error: Out of memory on cpu while finetuning {tiny_bert.name} on toy_sentiment "
+                                  f"(batch size {batch}, at most 8192 padded tokens per forward pass). Lower the "
+                                  f"batch (--set batch_size={batch // 2}) or the tokens per pass "
+                                  "(UPCYCLE_MICRO_BATCH_TOKENS=4096; same gradient), or run fewer jobs per GPU")
+    assert not saved.exists()
+    assert "1 finetune results" in CliRunner().invoke(app, ["results", "--db", str(db)]).output
+
+
+def test_a_diverged_finetune_is_never_stored_or_saved(tiny_bert, sentiment_folder, tmp_path, monkeypatch):
+    def diverging(module, outputs, calls):
+        if calls >= 2 and module.training:  # the second training step on: a NaN loss
+            outputs.loss = outputs.loss * float("nan")
+        return outputs
+
+    _sabotaged(monkeypatch, diverging)
+    db, saved = tmp_path / "nan.db", tmp_path / "expert"
+    done = CliRunner().invoke(app, ["finetune", str(tiny_bert), str(sentiment_folder), "--text-column", "review",
+                                    "--label-column", "sentiment", "--db", str(db), "--save", str(saved),
+                                    *(a for k, v in TINY_OVERRIDES.items() for a in ("--set", f"{k}={v}"))])
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert "error: Training diverged: the loss became nan in epoch 1 (steps 1-" in done.output
+    assert not saved.exists() and "0 finetune results" in CliRunner().invoke(app, ["results", "--db", str(db)]).output

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from upcycle.errors import ConfigError, UpcycleError
 from upcycle.execute import LocalExecutor, ProcessExecutor, RayExecutor, make_executor
+from upcycle.training.devices import DEVICE_VARIABLE, available_cores
 
 
 class Echo(BaseModel):
@@ -22,7 +23,8 @@ def shout(job_json: str) -> str:
     job = Echo.model_validate_json(job_json)
     if job.fail:
         raise ValueError(f"cannot shout {job.text}")
-    return json.dumps({"text": job.text.upper(), "pid": os.getpid()})
+    return json.dumps({"text": job.text.upper(), "pid": os.getpid(), "device": os.environ.get(DEVICE_VARIABLE),
+                       "threads": os.environ.get("OMP_NUM_THREADS")})
 
 
 def describe(job: Echo) -> str:
@@ -47,15 +49,64 @@ def test_a_failing_job_is_named():
         list(ProcessExecutor().map(shout, [Echo(text="ok"), Echo(text="x", fail=True)], describe))
 
 
-def test_make_executor_names():
+def test_a_pool_reuses_its_workers_each_on_one_device_with_its_share_of_the_cores():
+    jobs = [Echo(text=str(i)) for i in range(8)]
+    pool = ProcessExecutor(2, fresh=False, devices=["cpu", "meta"], threads=3)
+    answers = [json.loads(payload) for _, payload in pool.map(shout, jobs, describe)]
+    assert sorted(a["text"] for a in answers) == [str(i) for i in range(8)]
+    workers = {a["pid"]: a["device"] for a in answers}
+    assert len(workers) <= 2 and os.getpid() not in workers  # two long-lived workers, not one process per job
+    if len(workers) == 2:
+        assert sorted(workers.values()) == ["cpu", "meta"]  # the devices are dealt out, one per worker
+    assert {a["threads"] for a in answers} == {"3"}
+    fresh = [json.loads(p) for _, p in ProcessExecutor(2, devices=["cpu"]).map(shout, jobs[:3], describe)]
+    assert len({a["pid"] for a in fresh}) == 3 and {a["device"] for a in fresh} == {"cpu"}
+    assert {a["threads"] for a in fresh} == {str(max(1, available_cores() // 2))}  # the default share
+
+
+def test_a_failing_pool_job_is_named_and_stops_the_rest():
+    jobs = [Echo(text="x", fail=True), *(Echo(text=str(i)) for i in range(6))]
+    with pytest.raises(UpcycleError, match=r"^echo x failed: ValueError: cannot shout x$"):
+        list(ProcessExecutor(1, fresh=False).map(shout, jobs, describe))
+
+
+def test_make_executor_names(monkeypatch):
+    monkeypatch.setenv(DEVICE_VARIABLE, "cpu")
     assert type(make_executor("local")) is LocalExecutor
     isolated = make_executor("local", isolate=True)
     assert type(isolated) is ProcessExecutor and isolated.parallel == 1  # one fresh process at a time
+    pool = make_executor("pool")
+    assert type(pool) is ProcessExecutor and not pool.fresh and pool.devices == ["cpu"]
+    assert pool.parallel == available_cores() and pool.threads == 1  # one single-threaded job per core
+    assert make_executor("pool", jobs=3).parallel == 3 and make_executor("pool", isolate=True).fresh
     ray = make_executor("ray", address="127.0.0.1:1")
     assert type(ray) is RayExecutor
-    assert (ray.address, ray.cpus_per_job, ray.max_retries) == ("127.0.0.1:1", 1, 2)
+    assert (ray.address, ray.cpus_per_job, ray.gpus_per_job, ray.max_retries) == ("127.0.0.1:1", 1, 0.0, 2)
     assert make_executor("ray").address is None  # a new local Ray instance
-    with pytest.raises(ConfigError, match=r"^Unknown executor 'slurm': use local or ray\.$"):
+    with pytest.raises(ConfigError, match=r"^Unknown executor 'slurm': use local, pool, ray\.$"):
         make_executor("slurm")
     with pytest.raises(ConfigError, match=r"^--ray-address only applies to --executor ray\.$"):
         make_executor("local", address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match=r"^--jobs only applies to --executor pool\.$"):
+        make_executor("local", jobs=2)
+    with pytest.raises(ConfigError, match=r"^--gpus-per-job only applies to --executor ray"):
+        make_executor("pool", gpus_per_job=0.5)
+    with pytest.raises(ConfigError, match=r"^--jobs must be at least 1, got 0\.$"):
+        make_executor("pool", jobs=0)
+    with pytest.raises(ConfigError, match=r"^--gpus-per-job is a share of one GPU, from 0 to 1; got 2\.$"):
+        make_executor("ray", gpus_per_job=2)
+
+
+def test_ray_jobs_ask_for_a_share_of_a_gpu_and_run_where_ray_puts_them(monkeypatch):
+    monkeypatch.setenv(DEVICE_VARIABLE, "auto")
+    packed = make_executor("ray", gpus_per_job=0.125).options()
+    assert packed["num_gpus"] == 0.125 and packed["runtime_env"]["env_vars"][DEVICE_VARIABLE] == "cuda"
+    on_cpu = make_executor("ray").options()
+    assert on_cpu["num_gpus"] == 0 and on_cpu["runtime_env"]["env_vars"] == {DEVICE_VARIABLE: "cpu",
+                                                                            "OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv(DEVICE_VARIABLE, "cuda")
+    with pytest.raises(ConfigError, match=r"runs on a GPU exactly when it asks for a share of one"):
+        make_executor("ray")  # --device cuda without --gpus-per-job would silently train on the CPU
+    monkeypatch.setenv(DEVICE_VARIABLE, "cpu")
+    with pytest.raises(ConfigError, match=r"not by --device cpu"):
+        make_executor("ray", gpus_per_job=0.5)

@@ -241,6 +241,11 @@ class CheckpointRef(BaseModel):
     model_type: str
     allow_pickle: bool = False
 
+    @property
+    def weights_bytes(self) -> int:
+        """The size of the weight files on disk (what sizes a job's memory); 0 if they are not there."""
+        return sum(file.stat().st_size for file in Path(self.reference).glob("*") if file.suffix in (".safetensors", ".bin"))
+
     def resolve(self) -> Checkpoint:
         checkpoint = resolve_checkpoint(self.reference, allow_pickle=self.allow_pickle)
         if checkpoint.fingerprint != self.fingerprint:

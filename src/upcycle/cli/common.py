@@ -44,7 +44,12 @@ SetOption = Annotated[list[str] | None, typer.Option(
     "--set", metavar=OVERRIDE_METAVAR, help="Override a protocol field: epochs=3 (repeatable).")]
 SeedOption = Annotated[int, typer.Option(help="Training seed (head init, batch order, dropout).")]
 BenchOption = Annotated[str | None, typer.Option("--bench", help="Bench name (default: the latest).")]
-ExecutorOption = Annotated[str, typer.Option(help="local or ray.")]
+ExecutorOption = Annotated[str, typer.Option(
+    help="local (one job at a time, here), pool (several worker processes; on a GPU several share it) or ray.")]
+JobsOption = Annotated[int | None, typer.Option(
+    help="Workers of --executor pool (default: one per core on CPU, up to 8 per GPU as its memory allows).")]
+GpusPerJobOption = Annotated[float | None, typer.Option(
+    help="Share of a GPU each Ray job asks for (0.125 packs 8 per GPU; default 0: the CPU).")]
 RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: start one here).")]
 AllowPickleOption = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights. Only for trusted files.")]
 ProbeTargetOption = Annotated[str | None, typer.Option(help="Also rank by a linear probe on this task.")]

@@ -24,6 +24,8 @@ from .common import (
     DbOption,
     DeviceOption,
     ExecutorOption,
+    GpusPerJobOption,
+    JobsOption,
     RayAddressOption,
     app,
     console,
@@ -66,13 +68,16 @@ def fuse(
     seed: Annotated[int, typer.Option(help="Seeds the draws and the contributors' finetunes.")] = 0,
     name: Annotated[str | None, typer.Option(help="Run name (zoo names NAME-iterN; default: the --out folder's).")] = None,
     executor: ExecutorOption = "local",
+    jobs: JobsOption = None,
+    gpus_per_job: GpusPerJobOption = None,
     ray_address: RayAddressOption = None,
     device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """ColD Fusion: contributors finetune the base on their own data, the fused weights become the next base.
 
-    With ``--executor local`` every contributor trains in a fresh process of its own.
+    With ``--executor local`` every contributor trains in a fresh process of its own; ``--executor pool`` runs
+    ``--jobs`` of them at once (each still in a fresh process).
     """
     from ..fusion import Contributor, FusionConfig, bench_evaluator, run_fusion  # lazy: torch
 
@@ -94,8 +99,10 @@ def fuse(
             tolerance=tolerance)
     except ValidationError as error:
         raise UpcycleError(validation_problems(error, "fuse")) from None
-    contributions = make_executor(executor, address=ray_address, isolate=True)
-    finetunes = make_executor(executor, address=ray_address)
+    size = config.base.weights_bytes
+    contributions = make_executor(executor, address=ray_address, isolate=True, jobs=jobs, gpus_per_job=gpus_per_job,
+                                  model_bytes=size)
+    finetunes = make_executor(executor, address=ray_address, jobs=jobs, gpus_per_job=gpus_per_job, model_bytes=size)
 
     def say(message: str) -> None:
         errors.print(escape(message), highlight=False)

@@ -22,6 +22,8 @@ from .common import (
     DbOption,
     DeviceOption,
     ExecutorOption,
+    GpusPerJobOption,
+    JobsOption,
     ProbeExamplesOption,
     ProbeTargetOption,
     ProtocolOption,
@@ -65,6 +67,8 @@ def bench(
     set_: SetOption = None,
     name: Annotated[str | None, typer.Option(help="Bench name (default SUITE-BASE).")] = None,
     executor: ExecutorOption = "local",
+    jobs: JobsOption = None,
+    gpus_per_job: GpusPerJobOption = None,
     ray_address: RayAddressOption = None,
     plan_only: Annotated[bool, typer.Option("--plan", help="Only save the grid and say what is left.")] = False,
     device: DeviceOption = None,
@@ -75,11 +79,12 @@ def bench(
 
     use_device(device)
     chosen = get_protocol(protocol, parse_overrides(set_ or []))
-    runner = make_executor(executor, address=ray_address)
     with Store(db) as store:
         grid = plan_bench(store, base=base, suite=suite, seeds=seeds, protocol=chosen,
                           candidates=split_list(candidates), name=name)
         specs = grid.specs()
+        runner = make_executor(executor, address=ray_address, jobs=jobs, gpus_per_job=gpus_per_job,
+                               model_bytes=max(spec.base.weights_bytes for spec in specs))
         todo = len(specs) - len(store.scores([spec.key() for spec in specs]))
         console.print(f"bench [bold]{escape(grid.name)}[/]: {len(grid.candidates)} candidates + base "
                       f"{escape(grid.base.checkpoint.name)} x {len(grid.targets)} targets x {len(grid.seeds)} seeds "

@@ -55,6 +55,29 @@ def bf16_autocast(device: str, enabled: bool):
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled and kind in ("cpu", "cuda"))
 
 
+def prepare_device(device: str) -> None:
+    """Process-wide settings for running on ``device``: on CUDA, fp32 matrix products may use TF32 tensor cores
+    (10 bits of mantissa in the products, fp32 accumulation: the setting ``transformers.Trainer`` exposes as
+    ``tf32=True``). Nothing changes on the CPU."""
+    import torch  # lazy: torch stays off the CLI's --help path
+
+    if device_type(device) == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+
+
+OUT_OF_MEMORY_MARKERS = ("out of memory", "can't allocate memory", "failed to allocate")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator running out: ``torch.OutOfMemoryError`` on CUDA, a RuntimeError on
+    the CPU (``DefaultCPUAllocator: can't allocate memory``) or on MPS (``MPS backend out of memory``)."""
+    import torch  # lazy: torch stays off the CLI's --help path
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error).lower() for marker in OUT_OF_MEMORY_MARKERS)
+
+
 def describe_device(device: str) -> str:
     """What a result records: ``cpu``, or the accelerator and its name (``cuda:0 (NVIDIA H200)``)."""
     import torch  # lazy: torch stays off the CLI's --help path
@@ -62,3 +85,52 @@ def describe_device(device: str) -> str:
     if device_type(device) == "cuda":
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return device
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+MAX_JOBS_PER_GPU = 8
+JOB_OVERHEAD_BYTES = 2 * 2**30  # a CUDA context, activations of a micro-batch, the allocator's slack
+
+
+def jobs_per_gpu(gpu_bytes: int, model_bytes: int, cores: int) -> int:
+    """How many finetunes share one GPU: as many as fit in 90% of its memory (each holds the model's weights,
+    gradients and AdamW's two moments, 4x the weights, plus ``JOB_OVERHEAD_BYTES``), at most one per two CPU
+    cores (a job's Python loop and batch collation run on the CPU), and at most ``MAX_JOBS_PER_GPU``; at least 1.
+
+    >>> jobs_per_gpu(141 * 2**30, 90 * 2**20, cores=16)  # MiniLM on an H200 with 16 cores
+    8
+    """
+    fit = int(0.9 * gpu_bytes) // (4 * model_bytes + JOB_OVERHEAD_BYTES)
+    return max(1, min(MAX_JOBS_PER_GPU, fit, cores // 2))
+
+
+def pool_devices(requested: str | None = None) -> list[str]:
+    """The devices a pool spreads its workers over: every visible GPU for ``auto`` or ``cuda`` (on a machine
+    with CUDA), else the one device asked for."""
+    import torch  # lazy: torch stays off the CLI's --help path
+
+    name = (requested or os.environ.get(DEVICE_VARIABLE) or "auto").strip().lower()
+    device = resolve_device(name)
+    if device_type(device) == "cuda" and name in ("auto", "cuda"):
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [device]
+
+
+def default_jobs(devices: list[str], model_bytes: int) -> int:
+    """Jobs for a pool on ``devices`` (see :func:`pool_devices`): one per core on the CPU (each with one
+    thread), :func:`jobs_per_gpu` per GPU (from its total memory), one on MPS."""
+    import torch  # lazy: torch stays off the CLI's --help path
+
+    cores = available_cores()
+    kind = device_type(devices[0])
+    if kind == "cpu":
+        return cores
+    if kind == "cuda":
+        share = max(1, cores // len(devices))
+        return sum(jobs_per_gpu(torch.cuda.get_device_properties(torch.device(d)).total_memory, model_bytes, share)
+                   for d in devices)
+    return 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,15 +19,49 @@ import numpy as np
 
 from .. import __version__
 from ..checkpoints import load_for_classification, load_tokenizer, save_checkpoint
-from ..errors import TaskError, UpcycleError
+from ..errors import ConfigError, TaskError, UpcycleError
 from ..protocols import Protocol
 from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback
 from ..tasks import Task
 from .batching import Encoded, collate, encode, inference_batches, micro_batches, to_device, train_batches
-from .devices import bf16_autocast, describe_device, device_type, resolve_device
+from .devices import (
+    available_cores,
+    bf16_autocast,
+    describe_device,
+    device_type,
+    is_out_of_memory,
+    prepare_device,
+    resolve_device,
+)
 from .metrics import caveats, classification_metrics, regression_metrics
 
 MICRO_BATCH_TOKENS = 8192  # padded tokens per forward pass; larger batches accumulate gradients over chunks
+MICRO_BATCH_VARIABLE = "UPCYCLE_MICRO_BATCH_TOKENS"  # an execution setting (it never changes the gradient)
+
+
+def micro_batch_tokens() -> int:
+    """Padded tokens per forward pass: ``$UPCYCLE_MICRO_BATCH_TOKENS`` or :data:`MICRO_BATCH_TOKENS`."""
+    value = os.environ.get(MICRO_BATCH_VARIABLE, "")
+    if not value:
+        return MICRO_BATCH_TOKENS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{MICRO_BATCH_VARIABLE}={value}: use a positive number of tokens, e.g. 4096.")
+    return int(value)
+
+
+@contextmanager
+def out_of_memory_explained(device: str, protocol: Protocol, what: str) -> Iterator[None]:
+    """Turn an allocator running out during ``what`` into one UpcycleError that says what to lower."""
+    try:
+        yield
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        raise UpcycleError(
+            f"Out of memory on {device} while {what} (batch size {protocol.batch_size}, at most {micro_batch_tokens()} "
+            f"padded tokens per forward pass). Lower the batch (--set batch_size={max(1, protocol.batch_size // 2)}) "
+            f"or the tokens per pass ({MICRO_BATCH_VARIABLE}={micro_batch_tokens() // 2}; same gradient), or run "
+            "fewer jobs per GPU (--jobs). Results already stored are kept.") from None
 
 
 def configure_threads() -> int:
@@ -37,7 +72,7 @@ def configure_threads() -> int:
     """
     import torch  # lazy: torch stays off the CLI's --help path
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     requested = os.environ.get("OMP_NUM_THREADS", "")
     if requested.isdigit() and int(requested) > 0:
         cores = min(cores, int(requested))
@@ -84,6 +119,8 @@ def run_finetune(
     """
     configure_threads()
     device = resolve_device(device)
+    prepare_device(device)
+    micro_batch_tokens()  # a bad setting fails before any work
     protocol = spec.protocol
     checkpoint = spec.base.resolve()
     if task is None:
@@ -92,7 +129,8 @@ def run_finetune(
         raise TaskError(f"The task passed for {spec.task.name} is not the one the spec names (fingerprint differs).")
     task = task.subsample(protocol.max_train, protocol.max_eval, seed=protocol.data_seed)
     tokenizer = load_tokenizer(checkpoint)
-    model = load_for_classification(checkpoint, task.label_names, spec.seed).to(device)
+    with out_of_memory_explained(device, protocol, f"loading {spec.base.name}"):
+        model = load_for_classification(checkpoint, task.label_names, spec.seed).to(device)
     regression = task.kind == "regression"
     data = {name: encode(tokenizer, split, protocol.max_length, regression) for name, split in task.splits.items()}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -106,10 +144,11 @@ def run_finetune(
         return compute_metrics(task, predictions, data[split].labels), seconds, predictions
 
     learning_rate = protocol.learning_rate_for(checkpoint.arch.model_type)
-    trainer = Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id, device)
-    train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0], task.primary_metric,
-                                                      progress)
-    test_metrics, eval_seconds, test_predictions = evaluate("test")
+    with out_of_memory_explained(device, protocol, f"finetuning {spec.base.name} on {task.name}"):
+        trainer = Trainer(model, data["train"], protocol, learning_rate, spec.seed, pad_id, device)
+        train_seconds, epochs_run, best_validation = _fit(trainer, lambda: evaluate("validation")[0],
+                                                          task.primary_metric, progress)
+        test_metrics, eval_seconds, test_predictions = evaluate("test")
     result = FinetuneResult(
         key=spec.key(), task_name=task.name, base_name=spec.base.name, seed=spec.seed, protocol=protocol.name,
         metric=task.primary_metric, score=test_metrics[task.primary_metric], metrics=test_metrics,
@@ -177,26 +216,57 @@ def adamw_with_schedule(parameters: list, protocol: Protocol, learning_rate: flo
 
 
 def train_step(model, data: Encoded, indices: np.ndarray, pad_id: int, protocol: Protocol, parameters: list,
-               optimizer, scheduler, where: str, device: str = "cpu") -> None:
+               optimizer, scheduler, device: str = "cpu"):
     """One optimizer step on the examples ``indices`` of ``data``: micro-batches of at most
-    ``MICRO_BATCH_TOKENS`` padded tokens accumulate the batch's mean-loss gradient, then clip, step, schedule.
-    ``where`` names the step in the error raised when the loss is not finite."""
+    :func:`micro_batch_tokens` padded tokens accumulate the batch's mean-loss gradient, then clip, step, schedule.
+
+    Returns the batch's mean loss as a 0-d tensor on ``device``, not read (reading it would wait for the device);
+    a :class:`DivergenceCheck` reads many at once.
+    """
     import torch  # lazy: torch stays off the CLI's --help path
 
     autocast = bf16_autocast(device, protocol.train_precision == "bf16")
-    for chunk in micro_batches(indices, data.lengths, MICRO_BATCH_TOKENS):
+    total = torch.zeros((), device=device)
+    for chunk in micro_batches(indices, data.lengths, micro_batch_tokens()):
         batch = to_device(collate(data, chunk, pad_id), device)
         with autocast:
             # the loss is a mean over examples: weighting each chunk by its share gives the batch mean
             loss = model(**batch).loss * (len(chunk) / len(indices))
-        if not torch.isfinite(loss):
-            raise UpcycleError(f"Training diverged: the loss became {loss.item()} in {where}.")
         loss.backward()
+        total += loss.detach().float()
     if protocol.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(parameters, protocol.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+class DivergenceCheck:
+    """Catches a non-finite loss without a host-device sync every step: the losses of the steps since the last
+    check are summed on the device (one NaN or inf makes the sum non-finite) and read every ``every`` steps and
+    when the caller asks, always before anything is evaluated or saved, so a diverged model is never stored."""
+
+    def __init__(self, every: int = 16):
+        self.every, self.pending, self.first, self.steps = every, None, 0, 0
+
+    def add(self, loss, where: str) -> None:
+        """Record one step's loss (a 0-d tensor); every ``every`` steps, :meth:`check`."""
+        self.pending = loss if self.pending is None else self.pending + loss
+        self.steps += 1
+        if self.steps - self.first >= self.every:
+            self.check(where)
+
+    def check(self, where: str) -> None:
+        """UpcycleError if any loss since the last check was not finite (``where`` names the epoch)."""
+        if self.pending is None:
+            return
+        total, self.pending = float(self.pending), None
+        steps = f"step {self.steps}" if self.steps == self.first + 1 else f"steps {self.first + 1}-{self.steps}"
+        self.first = self.steps
+        if not np.isfinite(total):
+            raise UpcycleError(f"Training diverged: the loss became {total} in {where} ({steps}); nothing was "
+                               "saved. Lower the learning rate (--set learning_rate=...) or keep fp32 training.")
 
 
 class Trainer:
@@ -207,20 +277,24 @@ class Trainer:
         self.model, self.train, self.protocol, self.pad_id, self.device = model, train, protocol, pad_id, device
         self.rng = np.random.default_rng(seed)
         self.parameters = list(model.parameters())
+        self.divergence = DivergenceCheck()
         steps_per_epoch = -(-len(train) // protocol.batch_size)
         self.optimizer, self.scheduler = adamw_with_schedule(self.parameters, protocol, learning_rate,
                                                              steps_per_epoch * protocol.epochs)
 
     def train_epoch(self, epoch: int, progress: ProgressCallback | None) -> None:
+        """One epoch; raises UpcycleError when the loss stopped being finite (checked before it returns)."""
         self.model.train()
         batches = train_batches(self.train.lengths, self.protocol.batch_size, self.rng, self.protocol.length_grouping)
-        done = 0
+        done, where = 0, f"epoch {epoch + 1}"
         for indices in batches:
-            train_step(self.model, self.train, indices, self.pad_id, self.protocol, self.parameters, self.optimizer,
-                       self.scheduler, f"epoch {epoch + 1}", self.device)
+            loss = train_step(self.model, self.train, indices, self.pad_id, self.protocol, self.parameters,
+                              self.optimizer, self.scheduler, self.device)
+            self.divergence.add(loss, where)
             done += len(indices)
             if progress is not None:
                 progress(f"train epoch {epoch + 1}/{self.protocol.epochs}", done, len(self.train))
+        self.divergence.check(where)
 
 
 def predict(

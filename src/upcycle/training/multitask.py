@@ -28,7 +28,7 @@ from ..protocols import Protocol
 from ..tasks import load_task
 from .batching import encode, train_batches
 from .devices import resolve_device
-from .loop import adamw_with_schedule, configure_threads, train_step
+from .loop import DivergenceCheck, adamw_with_schedule, configure_threads, train_step
 
 
 class Source(TypingProtocol):
@@ -68,13 +68,15 @@ def train_multitask(base: str | Checkpoint, sources: Sequence[Source], out: str 
     rng = np.random.default_rng(seed)
     for model in models:
         model.train()
+    divergence = DivergenceCheck()
     for epoch in range(protocol.epochs):
         schedule = [(t, batch) for t, d in enumerate(data)
                     for batch in train_batches(d.lengths, protocol.batch_size, rng, protocol.length_grouping)]
         for position in rng.permutation(len(schedule)):
             t, indices = schedule[position]
-            train_step(models[t], data[t], indices, pad_id, protocol, parameters, optimizer, scheduler,
-                       f"epoch {epoch + 1} ({tasks[t].name})", device)
+            loss = train_step(models[t], data[t], indices, pad_id, protocol, parameters, optimizer, scheduler, device)
+            divergence.add(loss, f"epoch {epoch + 1}")
+        divergence.check(f"epoch {epoch + 1}")
     settings["n_train"] = {task.name: len(d) for task, d in zip(tasks, data, strict=True)}
     return save_checkpoint(body, tokenizer, Path(out), settings, overwrite=True)
 

@@ -14,6 +14,7 @@ from ...store import ZooEntry
 from ...tasks import Split, Task, sample_indices
 from ...training import compute_metrics, configure_threads, predict
 from ...training.batching import encode
+from ...training.devices import resolve_device
 from ...training.loop import Trainer
 from ..context import EstimatorUnavailable, SelectionContext
 from .base import Estimator, register_estimator
@@ -36,20 +37,22 @@ def fewshot_splits(task: Task, seed: int) -> tuple[Split, Split]:
 
 
 def fewshot_score(candidate: ZooEntry, task: Task, train: Split, held_out: Split, seed: int, *,
-                  allow_pickle: bool = False) -> float:
-    """The target metric on ``held_out`` after :data:`PROTOCOL` on ``train``, starting from ``candidate``."""
+                  allow_pickle: bool = False, device: str | None = None) -> float:
+    """The target metric on ``held_out`` after :data:`PROTOCOL` on ``train``, starting from ``candidate``, trained
+    on ``device`` (default ``$UPCYCLE_DEVICE`` or ``auto``)."""
     configure_threads()
+    device = resolve_device(device)
     checkpoint = resolve_checkpoint(candidate.path, allow_pickle=allow_pickle)
     tokenizer = load_tokenizer(checkpoint)
-    model = load_for_classification(checkpoint, task.label_names, seed)
+    model = load_for_classification(checkpoint, task.label_names, seed).to(device)
     regression = task.kind == "regression"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded_train = encode(tokenizer, train, PROTOCOL.max_length, regression)
     encoded_eval = encode(tokenizer, held_out, PROTOCOL.max_length, regression)
-    trainer = Trainer(model, encoded_train, PROTOCOL, PROTOCOL.learning_rate, seed, pad_id)
+    trainer = Trainer(model, encoded_train, PROTOCOL, PROTOCOL.learning_rate, seed, pad_id, device)
     for epoch in range(PROTOCOL.epochs):
         trainer.train_epoch(epoch, None)
-    predictions = predict(model, encoded_eval, pad_id, precision="fp32", regression=regression)
+    predictions = predict(model, encoded_eval, pad_id, precision="fp32", regression=regression, device=device)
     return compute_metrics(task, predictions, encoded_eval.labels)[task.primary_metric]
 
 
@@ -65,6 +68,7 @@ class FewShotProxy(Estimator):
         def score(candidate: ZooEntry) -> float:
             with context.meter.timed(f"fewshot:{candidate.fingerprint}"):
                 return fewshot_score(candidate, context.target, train, held_out, context.seed,
-                                     allow_pickle=context.cache is not None and context.cache.allow_pickle)
+                                     allow_pickle=context.cache is not None and context.cache.allow_pickle,
+                                     device=context.meter.device)
 
         return context.per_candidate(self.name, score)
