@@ -1,5 +1,5 @@
 """The results store: one SQLite file (WAL mode) holding checkpoints, tasks, finetune results, bench
-definitions and the estimators' feature cache.
+definitions, the estimators' feature cache and imported gains (portable leaderboards).
 
 Results are keyed by :meth:`FinetuneSpec.key`, so a spec that is already stored is never trained again.
 The schema is versioned with SQLite's ``user_version``; opening an older database applies the missing
@@ -86,6 +86,20 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL,
         PRIMARY KEY (checkpoint_fingerprint, task_fingerprint, sample)
     );
+    """,
+    # 4: imported gains (``upcycle leaderboard import``): one validated set of a gains file per (source, base),
+    # as JSON; an import from the same source replaces its sets
+    """
+    CREATE TABLE imported_gains (
+        source TEXT NOT NULL,
+        base TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        license TEXT NOT NULL,
+        gain_set TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        PRIMARY KEY (source, base)
+    );
+    CREATE INDEX imported_gains_arch ON imported_gains (arch);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -278,6 +292,26 @@ class Store:
     def benches(self) -> list[tuple[str, str, str]]:
         """``(name, arch, definition)`` of every saved bench, most recently updated first."""
         return self._db.execute("SELECT name, arch, definition FROM benches ORDER BY updated_at DESC, name").fetchall()
+
+    # ---------------------------------------------------------------- imported gains
+
+    def put_imported_gains(self, source: str, license: str, sets: list[tuple[str, str, str]]) -> int:
+        """Store the sets ``(base key, arch, set JSON)`` of one gains file from ``source``, replacing every set a
+        previous import of ``source`` stored; returns how many sets were replaced."""
+        with self._transaction() as db:
+            replaced = db.execute("DELETE FROM imported_gains WHERE source = ?", (source,)).rowcount
+            added = _now()
+            db.executemany("INSERT INTO imported_gains VALUES (?,?,?,?,?,?)",
+                           [(source, base, arch, license, body, added) for base, arch, body in sets])
+        return replaced
+
+    def imported_gains(self, arches: set[str] | None = None) -> list[dict[str, str]]:
+        """Imported sets (``source``, ``base``, ``arch``, ``license``, ``gain_set`` JSON, ``imported_at``), most
+        recent import first; only those of ``arches`` when given."""
+        names = ("source", "base", "arch", "license", "gain_set", "imported_at")
+        rows = self._db.execute(f"SELECT {', '.join(names)} FROM imported_gains "
+                                "ORDER BY imported_at DESC, source, base").fetchall()
+        return [dict(zip(names, row)) for row in rows if arches is None or row[2] in arches]
 
     # ---------------------------------------------------------------- features
 

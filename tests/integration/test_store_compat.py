@@ -16,6 +16,7 @@ from conftest import save_tiny_bert
 from upcycle import FinetuneSpec, Store, load_bench, plan_bench
 from upcycle.execute import pending
 from upcycle.ranking import build_leaderboard, grid_frame
+from upcycle.store import SCHEMA_VERSION
 
 DUMP = Path(__file__).parents[1] / "data" / "store_0_1_0.sql"
 TINY_FINGERPRINT = "1ed533171af01d59651ca8b5819aaf1c0144197b01795a2d9349f21da87625d4"
@@ -28,13 +29,15 @@ def old_store(tmp_path):
     path = tmp_path / "old.db"
     connection = sqlite3.connect(path)
     connection.executescript(DUMP.read_text())
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 3  # as 0.1.0 left it
     connection.close()
     with Store(path) as store:
         yield store
 
 
 def test_a_store_from_0_1_0_is_read_and_its_keys_still_match(old_store, shared_data, tmp_path):
-    assert old_store.schema_version == 3
+    assert old_store.schema_version == SCHEMA_VERSION  # opened: migrated to this version's schema
+    assert old_store.imported_gains() == []  # the tables added since are there, empty
     results = old_store.results()
     assert len(results) == 3 and {r.key for r in results} >= {FINETUNE_KEY}
     for row in old_store._db.execute("SELECT key, spec FROM finetune_results"):  # the stored spec re-keys the same

@@ -100,15 +100,23 @@ def bench(
         _print_leaderboard(store, grid, "table")
 
 
-@app.command()
+leaderboard_app = typer.Typer(
+    help="Rank candidates by average gain over the vanilla base; export and import leaderboards as gains files.")
+app.add_typer(leaderboard_app, name="leaderboard")
+
+
+@leaderboard_app.callback(invoke_without_command=True)
 @friendly_errors
 def leaderboard(
+    ctx: typer.Context,
     bench_name: Annotated[str | None, typer.Option("--bench", help="Bench name (default: every bench).")] = None,
     arch: Annotated[str | None, typer.Option(help="Only benches of this architecture key.")] = None,
     format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table",
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Rank candidates by average gain over the vanilla base, per architecture, from stored results."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ..ranking import load_bench  # lazy: pandas
     from ..report.leaderboard import FORMATS  # lazy: pandas
 
@@ -121,6 +129,78 @@ def leaderboard(
             raise UpcycleError(f"No bench for architecture '{arch}'.")
         for grid in grids:
             _print_leaderboard(store, grid, format_)
+
+
+@leaderboard_app.command("export")
+@friendly_errors
+def leaderboard_export(
+    out: Annotated[Path, typer.Option(help="The gains file to write (JSON).")],
+    bench_name: BenchOption = None,
+    source: Annotated[str | None, typer.Option(
+        help="Who measured these numbers and how (default: the bench's name, protocol and seeds).")] = None,
+    license_: Annotated[str, typer.Option("--license", help="Under which terms the numbers may be used.")]
+    = "unspecified",
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Write a stored bench's leaderboard as a portable gains file (gains per candidate and target, in points)."""
+    from ..ranking import load_bench  # lazy: pandas
+    from ..ranking.gainsfile import export_bench  # lazy: pandas
+    from ..report.files import write_atomic
+
+    with Store(db) as store:
+        document = export_bench(store, load_bench(store, bench_name), source=source, license=license_)
+    write_atomic(out, document.to_json())
+    [gain_set] = document.sets
+    console.print(f"wrote {escape(str(out))}: {len(gain_set.candidates)} candidates x {len(gain_set.targets)} "
+                  f"targets over base {escape(gain_set.base.name)} ({escape(gain_set.arch)})", highlight=False)
+
+
+@leaderboard_app.command("import")
+@friendly_errors
+def leaderboard_import(
+    file: Annotated[Path, typer.Argument(
+        help="A gains file (upcycle leaderboard export), or a published model-recycling <base>_table.csv "
+             "(with --base-runs).")],
+    base_runs: Annotated[Path | None, typer.Option(
+        help="For a published model-recycling table: the base's models_results_<base>_pretrain.csv (the base "
+             "score per target is the mean of its runs).")] = None,
+    base: Annotated[str | None, typer.Option(
+        help="Published table: the base's name (default: from the file name).")] = None,
+    arch: Annotated[str | None, typer.Option(
+        help="Published table: the base's architecture key (known for the four published bases).")] = None,
+    min_correlation: Annotated[float, typer.Option(
+        help="Published table: exclude rows whose score profile correlates below this with the base's.")] = 0.9,
+    db: DbOption = Path("upcycle.db"),
+) -> None:
+    """Import gains into the store (replacing an earlier import of the same source) for the prior estimator.
+
+    `select --estimator prior` then uses them for the zoo candidates they know (by fingerprint, hub id, or name
+    with the same base). A published table is screened first: rows excluded are counted by reason."""
+    from ..ranking.gainsfile import import_gains, read_gains  # lazy: pandas
+    from ..ranking.published import REASONS, import_published  # lazy: pandas
+
+    if file.suffix.lower() == ".csv" and base_runs is None:
+        raise UpcycleError(f"{file}: a published model-recycling table needs the base's runs: --base-runs "
+                           "models_results_<base>_pretrain.csv.")
+    if base_runs is not None:
+        document, _ = import_published(file, base_runs, base_name=base, arch=arch, min_correlation=min_correlation)
+    else:
+        if base is not None or arch is not None:
+            raise UpcycleError("--base and --arch are for a published table (with --base-runs); a gains file names "
+                               "its base and architecture itself.")
+        document = read_gains(file)
+    with Store(db) as store:
+        summary = import_gains(store, document)
+    console.print(f"imported {escape(summary.source)}" + (f" (replacing {summary.replaced} earlier sets)"
+                                                          if summary.replaced else ""), highlight=False)
+    for key, candidates, targets in summary.sets:
+        console.print(f"  {escape(key)}: {candidates} candidates x {targets} targets", highlight=False)
+    reasons = [f"{summary.excluded[r]} {r}" for r in (*REASONS, *sorted(set(summary.excluded) - set(REASONS)))
+               if summary.excluded.get(r)]
+    console.print(f"  excluded rows: {sum(summary.excluded.values())}" + (f" ({', '.join(reasons)})" if reasons
+                                                                           else ""), highlight=False)
+    if base_runs is not None:
+        console.print(f"  {escape(document.description)}", highlight=False)
 
 
 @app.command("model-card")

@@ -1,8 +1,19 @@
-"""Model prior: the candidate's average gain over the vanilla base on the benches already in the store.
+"""Model prior: the candidate's average gain over the vanilla base, from benches in the store or from imported
+leaderboards.
 
 "Where to start?" found the base model's effect largely separable from the target's: a checkpoint that
 helps many targets tends to help a new one. The target's own results, and those of tasks that share its
 data (``SelectionContext.excluded_tasks``), are never used.
+
+Where the gains come from, per candidate, in this order (the first that has any gain outside the excluded tasks):
+
+1. benches in the store (what this machine measured: :func:`stored_gains`);
+2. gains files imported into the store (``upcycle leaderboard import``: another store's export, or a published
+   model-recycling table), the latest import first;
+3. the gains shipped with upcycle (the committed MiniLM grid: ``upcycle/data/minilm_recycling_gains.json``).
+
+An imported candidate is matched to a zoo entry by fingerprint, else by hub id or, with the same recorded base,
+by name (:func:`upcycle.ranking.gainsfile.match_candidate`); the notes say which source and rule served whom.
 """
 
 from __future__ import annotations
@@ -11,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ...ranking import Bench, gain_matrix, grid_frame
+from ...ranking.gainsfile import gain_sources, match_candidate
+from ...store import ZooEntry
 from ..context import EstimatorUnavailable, SelectionContext
 from .base import Estimator, register_estimator
 
@@ -30,19 +43,67 @@ def stored_gains(context: SelectionContext) -> pd.DataFrame:
     return cells.groupby(level=[0, 1]).mean().unstack()
 
 
+def imported_gains(context: SelectionContext, candidates: tuple[ZooEntry, ...] | None = None
+                   ) -> dict[str, tuple[pd.Series, str, str]]:
+    """``{fingerprint: (gains in points by target, the source's label, how it was matched)}`` for the candidates
+    (default: all of the context's) that an imported or shipped gains set knows, without the excluded tasks.
+    The first source (in :func:`gain_sources` order) with a gain outside the excluded tasks serves a candidate."""
+    wanted = context.candidates if candidates is None else candidates
+    if not wanted:
+        return {}
+    found: dict[str, tuple[pd.Series, str, str]] = {}
+    for source in gain_sources(context.store, {c.arch for c in wanted}):
+        for entry in wanted:
+            if entry.fingerprint in found:
+                continue
+            match = match_candidate(entry, source.gain_set)
+            if match is None:
+                continue
+            candidate, how = match
+            gains = pd.Series(candidate.gains, dtype=float)
+            gains = gains[~gains.index.isin(context.excluded_tasks)]
+            if len(gains):
+                found[entry.fingerprint] = (gains, source.label, how)
+    return found
+
+
 @register_estimator
 class ModelPrior(Estimator):
     name = "prior"
-    summary = "the candidate's average gain over the base on stored benches (the target left out)"
+    summary = ("the candidate's average gain over the base on stored benches, else on imported or shipped "
+               "leaderboards (the target left out)")
     fallback = "semb"
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         with context.meter.timed("prior:gains"):
             gains = stored_gains(context)
-        result = {}
-        for candidate in context.candidates:
-            row = gains.loc[candidate.fingerprint] if candidate.fingerprint in gains.index else pd.Series(dtype=float)
-            result[candidate.fingerprint] = float(row.mean()) if row.notna().any() else float("nan")
+            result: dict[str, float] = {}
+            for candidate in context.candidates:
+                row = gains.loc[candidate.fingerprint] if candidate.fingerprint in gains.index else None
+                if row is not None and row.notna().any():
+                    result[candidate.fingerprint] = float(row.mean())
+            others = tuple(c for c in context.candidates if c.fingerprint not in result)
+            imported = imported_gains(context, others)
+        served: dict[tuple[str, str], list[str]] = {}
+        for candidate in others:
+            if candidate.fingerprint in imported:
+                values, label, how = imported[candidate.fingerprint]
+                result[candidate.fingerprint] = float(values.mean())
+                served.setdefault((label, how), []).append(f"{candidate.name} ({len(values)} targets)")
+            else:
+                result[candidate.fingerprint] = float("nan")
         if all(np.isnan(value) for value in result.values()):
-            raise EstimatorUnavailable("no stored bench results for these candidates (run `upcycle bench` first)")
+            raise EstimatorUnavailable("no stored bench results for these candidates (run `upcycle bench` first), "
+                                       "and no imported leaderboard knows them (`upcycle leaderboard import`)")
+        measured = len(context.candidates) - len(others)
+        for (label, how), names in served.items():
+            context.note(f"prior: gains of {', '.join(names)} from the {label}, matched by {how}"
+                         + ("" if how == "fingerprint" else "; measured on checkpoints of that identity, not on "
+                            "these weights") + ".")
+        if served and measured:
+            context.note(f"prior: {measured} candidates scored from stored benches and {sum(map(len, served.values()))}"
+                         " from imported gains: averages over different targets and protocols, compare with care.")
+        unknown = [c.name for c in others if c.fingerprint not in imported]
+        if unknown and (served or measured):
+            context.note(f"prior: no gains known for {', '.join(unknown)}; ranked last.")
         return result
