@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def main() -> None:
 
     result = {
         "command": "python benchmarks/published_prior.py",
-        "table": str(args.table.relative_to(ROOT.parent)) if args.table.is_relative_to(ROOT.parent) else str(args.table),
+        "table": os.path.relpath(args.table, ROOT),  # relative to the repository root: no machine's path
         "source": document.source,
         "screening": {"rows": len(screening.scores) + len(screening.excluded),
                       "excluded": screening.counts, "full_candidate_rows": screening.full_rows,

@@ -145,7 +145,7 @@ def leaderboard_export(
     """Write a stored bench's leaderboard as a portable gains file (gains per candidate and target, in points)."""
     from ..ranking import load_bench  # lazy: pandas
     from ..ranking.gainsfile import export_bench  # lazy: pandas
-    from ..report.files import write_atomic
+    from ..report.files import write_atomic  # lazy: the report package imports pandas
 
     with Store(db) as store:
         document = export_bench(store, load_bench(store, bench_name), source=source, license=license_)
