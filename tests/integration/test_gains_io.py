@@ -14,6 +14,7 @@ from upcycle.cli import app
 from upcycle.ranking import gain_matrix, grid_frame, plan_bench, run_bench
 from upcycle.selection.context import CostMeter, SelectionContext
 from upcycle.selection.estimate import estimate
+from upcycle.selection.estimators.prior import prior_gain_rows
 from upcycle.store import Store
 from upcycle.tasks import load_task, overlapping
 from upcycle.zoo import build_zoo, zoo_add
@@ -57,6 +58,15 @@ def test_export_then_import_carries_the_leaderboard_to_a_fresh_store_and_the_pri
     board = runner.invoke(app, ["leaderboard", "--format", "json", "--db", str(store.path)])
     assert board.exit_code == 0 and json.loads(board.output)["rows"][1]["fingerprint"] == expert.fingerprint
 
+    # in the store that measured it, the prior reads the bench itself, and the import below changes nothing there
+    target = load_task(shared_data / "poem_sentiment")
+    here = estimate("prior", SelectionContext(store=store, target=target, candidates=(expert,),
+                                              meter=CostMeter(device="cpu")), device="cpu")
+    assert here.scores[expert.fingerprint] == pytest.approx(expected.loc[expert.fingerprint].mean())
+    assert here.notes == ()
+    rows = prior_gain_rows(SelectionContext(store=store, target=target, candidates=(expert,)))
+    assert rows[expert.fingerprint][1:] == ("stored benches", "fingerprint")
+
     fresh = folder / "fresh.db"
     imported = runner.invoke(app, ["leaderboard", "import", str(out), "--db", str(fresh)])
     assert imported.exit_code == 0, imported.output
@@ -66,7 +76,6 @@ def test_export_then_import_carries_the_leaderboard_to_a_fresh_store_and_the_pri
     with Store(fresh) as other:
         assert len(other.imported_gains()) == 1
         entry = zoo_add(other, expert.path, name="renamed-expert")  # the same weights under another name
-        target = load_task(shared_data / "poem_sentiment")
         context = SelectionContext(store=other, target=target, candidates=(entry,), meter=CostMeter(device="cpu"),
                                    excluded_tasks=overlapping(target.name))
         result = estimate("prior", context, device="cpu")

@@ -18,7 +18,6 @@ by name (:func:`upcycle.ranking.gainsfile.match_candidate`); the notes say which
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ...ranking import Bench, gain_matrix, grid_frame
@@ -67,6 +66,24 @@ def imported_gains(context: SelectionContext, candidates: tuple[ZooEntry, ...] |
     return found
 
 
+STORED = "stored benches"
+
+
+def prior_gain_rows(context: SelectionContext) -> dict[str, tuple[pd.Series, str, str]]:
+    """What the prior averages, per candidate: ``{fingerprint: (gains in points by target, source, match)}``, from
+    the stored benches (source :data:`STORED`, match ``fingerprint``) where they hold any gain outside the excluded
+    tasks, else from :func:`imported_gains`. Candidates with no gain anywhere are absent. The prior's score is the
+    mean of the row; a bootstrap over its targets gives the score's interval."""
+    gains = stored_gains(context)
+    rows: dict[str, tuple[pd.Series, str, str]] = {}
+    for candidate in context.candidates:
+        row = gains.loc[candidate.fingerprint].dropna() if candidate.fingerprint in gains.index else None
+        if row is not None and len(row):
+            rows[candidate.fingerprint] = (row, STORED, "fingerprint")
+    others = tuple(c for c in context.candidates if c.fingerprint not in rows)
+    return rows | imported_gains(context, others)
+
+
 @register_estimator
 class ModelPrior(Estimator):
     name = "prior"
@@ -76,34 +93,26 @@ class ModelPrior(Estimator):
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         with context.meter.timed("prior:gains"):
-            gains = stored_gains(context)
-            result: dict[str, float] = {}
-            for candidate in context.candidates:
-                row = gains.loc[candidate.fingerprint] if candidate.fingerprint in gains.index else None
-                if row is not None and row.notna().any():
-                    result[candidate.fingerprint] = float(row.mean())
-            others = tuple(c for c in context.candidates if c.fingerprint not in result)
-            imported = imported_gains(context, others)
-        served: dict[tuple[str, str], list[str]] = {}
-        for candidate in others:
-            if candidate.fingerprint in imported:
-                values, label, how = imported[candidate.fingerprint]
-                result[candidate.fingerprint] = float(values.mean())
-                served.setdefault((label, how), []).append(f"{candidate.name} ({len(values)} targets)")
-            else:
-                result[candidate.fingerprint] = float("nan")
-        if all(np.isnan(value) for value in result.values()):
+            rows = prior_gain_rows(context)
+        result = {c.fingerprint: float(rows[c.fingerprint][0].mean()) if c.fingerprint in rows else float("nan")
+                  for c in context.candidates}
+        if not rows:
             raise EstimatorUnavailable("no stored bench results for these candidates (run `upcycle bench` first), "
                                        "and no imported leaderboard knows them (`upcycle leaderboard import`)")
-        measured = len(context.candidates) - len(others)
+        served: dict[tuple[str, str], list[str]] = {}
+        for candidate in context.candidates:
+            if candidate.fingerprint in rows and rows[candidate.fingerprint][1] != STORED:
+                values, label, how = rows[candidate.fingerprint]
+                served.setdefault((label, how), []).append(f"{candidate.name} ({len(values)} targets)")
         for (label, how), names in served.items():
             context.note(f"prior: gains of {', '.join(names)} from the {label}, matched by {how}"
                          + ("" if how == "fingerprint" else "; measured on checkpoints of that identity, not on "
                             "these weights") + ".")
+        measured = sum(1 for row in rows.values() if row[1] == STORED)
         if served and measured:
             context.note(f"prior: {measured} candidates scored from stored benches and {sum(map(len, served.values()))}"
                          " from imported gains: averages over different targets and protocols, compare with care.")
-        unknown = [c.name for c in others if c.fingerprint not in imported]
-        if unknown and (served or measured):
+        unknown = [c.name for c in context.candidates if c.fingerprint not in rows]
+        if unknown:
             context.note(f"prior: no gains known for {', '.join(unknown)}; ranked last.")
         return result
