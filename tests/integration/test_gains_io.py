@@ -81,7 +81,7 @@ def test_export_then_import_carries_the_leaderboard_to_a_fresh_store_and_the_pri
         result = estimate("prior", context, device="cpu")
     assert result.used == "prior"
     assert result.scores[entry.fingerprint] == pytest.approx(expected.loc[expert.fingerprint].mean(), abs=1e-4)
-    assert "matched by fingerprint" in result.notes[0] and "imported upcycle bench 'io'" in result.notes[0]
+    assert "matched by fingerprint" in result.notes[0] and "imported gains of upcycle bench 'io'" in result.notes[0]
 
 
 def test_exporting_a_bench_without_results_is_one_line(tmp_path, tiny_bert, shared_data):

@@ -263,7 +263,7 @@ def test_a_fresh_store_ranks_the_demo_experts_by_the_shipped_committed_gains(sto
     assert ranked[0].name == "minilm-dair_emotion"  # the committed leaderboard's first, poem_sentiment left out
     [served, unknown] = result.notes
     assert served.startswith("prior: gains of minilm-sst2 (7 targets), minilm-ag_news (9 targets)")
-    assert "from the shipped upcycle committed grid" in served
+    assert "from the gains shipped with upcycle (minilm_recycling_gains.json)" in served
     assert f"matched by name, same base {MINILM[:8]}" in served and "not on these weights" in served
     assert unknown == "prior: no gains known for minilm-sst2; ranked last."
     # the target and the tasks sharing its data stay out: sst2's expert keeps 7 of 10 targets for rotten_tomatoes
@@ -293,8 +293,8 @@ def test_imported_gains_come_before_the_shipped_ones_and_keep_the_target_out(sto
     result = prior(store, [cold, entry("other", fingerprint="7" * 64, arch=ROBERTA_ARCH, base=None)],
                    "tweet_eval_irony")
     assert result.scores[cold.fingerprint] == pytest.approx(15.0)
-    assert "from the imported published [FacebookAI/roberta-base (roberta-L12-H768-V50265)], matched by hub id" \
-        in result.notes[0]
+    assert ("from the imported gains of published [FacebookAI/roberta-base (roberta-L12-H768-V50265)], matched by "
+            "hub id") in result.notes[0]
 
 
 def test_with_no_gains_anywhere_the_prior_falls_back(store):

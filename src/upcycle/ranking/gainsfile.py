@@ -307,10 +307,11 @@ def shipped_gains() -> tuple[GainsFile, ...]:
 def gain_sources(store: Store, arches: set[str]) -> list[GainSource]:
     """Gains of candidates of ``arches`` the store does not measure itself, in the order they are trusted: sets
     imported into the store (the latest import first), then the ones shipped with upcycle."""
-    found = [GainSource(f"imported {row['source']} [{row['base']}]", GainSet.model_validate_json(row["gain_set"]))
+    found = [GainSource(f"imported gains of {row['source']} [{row['base']}]",
+                        GainSet.model_validate_json(row["gain_set"]))
              for row in store.imported_gains(arches)]
-    for document in shipped_gains():
-        found += [GainSource(f"shipped {document.source}", s) for s in document.sets if s.arch in arches]
+    for name, document in zip(SHIPPED, shipped_gains()):
+        found += [GainSource(f"gains shipped with upcycle ({name})", s) for s in document.sets if s.arch in arches]
     return found
 
 
