@@ -66,6 +66,15 @@ class FinetuneSpec(BaseModel):
                    protocol=get_protocol(protocol, overrides))
 
 
+class SavedFinetune(BaseModel):
+    """An executor job: finetune ``spec`` and save the model to ``save_to`` (how ``zoo build`` runs in a pool)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: FinetuneSpec
+    save_to: str
+
+
 class FinetuneResult(BaseModel):
     """What a finetune measured. ``metrics`` are on the test split; ``validation`` on the validation split."""
 

@@ -8,15 +8,18 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkpoints import PROVENANCE_FILE, Checkpoint, require_finite_weights, resolve_checkpoint
 from .errors import CheckpointError, ConfigError
 from .protocols import Protocol
-from .specs import FinetuneResult, FinetuneSpec, ProgressCallback
+from .specs import FinetuneResult, FinetuneSpec, ProgressCallback, SavedFinetune
 from .store import Store, ZooEntry
 from .tasks import Task, load_task
-from .training import run_finetune
+from .training import run_finetune, saved_finetune_json
+
+if TYPE_CHECKING:
+    from .execute import Executor
 
 
 def finetune(
@@ -44,24 +47,41 @@ def finetune(
     loaded = task if isinstance(task, Task) else load_task(task, **task_options)
     spec = FinetuneSpec.create(checkpoint, loaded, seed=seed, protocol=protocol, overrides=overrides,
                                **task_options)
-    if store is not None:
-        register(store, checkpoint, only_if_new=True)
-        store.put_task(fingerprint=loaded.fingerprint, name=loaded.name, source=loaded.source, kind=loaded.kind,
-                       num_labels=loaded.num_labels, sizes=loaded.sizes())
-        cached = None if force else store.get_result(spec.key())
-        if cached is not None and (save is None or _saved_at(cached, save)):
-            return cached, True
-    if save is not None:
-        _refuse_to_overwrite(Path(save), spec.key(), store)
+    cached = _stored_or_refused(store, checkpoint, loaded, spec, save=save, force=force)
+    if cached is not None:
+        return cached, True
     if progress is not None:  # name the run on every bar and line: which base, which task
         progress = _labelled(progress, f"{checkpoint.name} on {loaded.name}")
     result = run_finetune(spec, save_to=save, progress=progress, task=loaded)
-    if store is not None:
-        store.put_result(spec, result)
-        if result.checkpoint_path is not None:
-            register(store, resolve_checkpoint(result.checkpoint_path), source_task=loaded.name,
-                     base_fingerprint=checkpoint.fingerprint)
+    _record(store, checkpoint, loaded, spec, result)
     return result, False
+
+
+def _stored_or_refused(store: Store | None, checkpoint: Checkpoint, task: Task, spec: FinetuneSpec, *,
+                       save: str | Path | None, force: bool) -> FinetuneResult | None:
+    """Before a finetune: register its base and task, return the stored result when it serves (not ``force``,
+    and its saved weights are still at ``save`` if asked for), and refuse a ``save`` folder holding anything else."""
+    if store is not None:
+        register(store, checkpoint, only_if_new=True)
+        store.put_task(fingerprint=task.fingerprint, name=task.name, source=task.source, kind=task.kind,
+                       num_labels=task.num_labels, sizes=task.sizes())
+        cached = None if force else store.get_result(spec.key())
+        if cached is not None and (save is None or _saved_at(cached, save)):
+            return cached
+    if save is not None:
+        _refuse_to_overwrite(Path(save), spec.key(), store)
+    return None
+
+
+def _record(store: Store | None, checkpoint: Checkpoint, task: Task, spec: FinetuneSpec, result: FinetuneResult
+            ) -> None:
+    """After a finetune: store its result, and register the saved model in the zoo with its lineage."""
+    if store is None:
+        return
+    store.put_result(spec, result)
+    if result.checkpoint_path is not None:
+        register(store, resolve_checkpoint(result.checkpoint_path), source_task=task.name,
+                 base_fingerprint=checkpoint.fingerprint)
 
 
 def _labelled(progress: ProgressCallback, label: str) -> ProgressCallback:
@@ -189,20 +209,43 @@ def build_zoo(
     protocol: str | Protocol = "quick",
     overrides: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
 ) -> Iterator[tuple[ZooEntry, FinetuneResult, bool]]:
     """Finetune ``base`` on each source task, save it as ``OUT/<base>-<task>`` and register it as an expert.
 
-    Yields ``(zoo entry, result, was_cached)`` per source; an expert already built is not trained again.
+    Yields ``(zoo entry, result, was_cached)`` per source; an expert already built is not trained again. With an
+    ``executor`` (a pool, Ray) the experts to build train as its jobs, several at once, and arrive in any order;
+    this process stays the only writer to the store and the zoo (``progress`` then only sees this process).
     """
     checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base)
     tasks = [load_task(source) for source in sources]  # every source is checked before any training
+    jobs: dict[str, tuple[SavedFinetune, Task]] = {}
     for task in tasks:
         folder = Path(out).resolve() / f"{checkpoint.name}-{task.name}"
-        result, cached = finetune(checkpoint, task, seed=seed, protocol=protocol, overrides=overrides, store=store,
-                                  save=folder, progress=progress)
-        entry = store.get_checkpoint(resolve_checkpoint(folder).fingerprint)
-        assert entry is not None, "finetune(save=...) registers the expert"
-        yield entry, result, cached
+        if executor is None:
+            result, cached = finetune(checkpoint, task, seed=seed, protocol=protocol, overrides=overrides,
+                                      store=store, save=folder, progress=progress)
+            yield _expert(store, folder), result, cached
+            continue
+        spec = FinetuneSpec.create(checkpoint, task, seed=seed, protocol=protocol, overrides=overrides)
+        stored = _stored_or_refused(store, checkpoint, task, spec, save=folder, force=False)
+        if stored is not None:
+            yield _expert(store, folder), stored, True
+        else:
+            jobs[spec.key()] = (SavedFinetune(spec=spec, save_to=str(folder)), task)
+    if not jobs:
+        return
+    todo = [job for job, _ in jobs.values()]
+    for job, payload in executor.map(saved_finetune_json, todo, lambda j: f"{j.spec.base.name} on {j.spec.task.name}"):
+        result = FinetuneResult.model_validate_json(payload)
+        _record(store, checkpoint, jobs[job.spec.key()][1], job.spec, result)
+        yield _expert(store, Path(job.save_to)), result, False
+
+
+def _expert(store: Store, folder: Path) -> ZooEntry:
+    entry = store.get_checkpoint(resolve_checkpoint(folder).fingerprint)
+    assert entry is not None, "a saved finetune is registered"
+    return entry
 
 
 def find_entry(store: Store, reference: str) -> ZooEntry:

@@ -90,3 +90,27 @@ def test_kill_9_of_a_pool_worker_stops_in_one_line_and_the_rerun_resumes(shared_
     assert f"({len(kept)} stored, {8 - len(kept)} to run, pool)" in rerun.stdout
     final = _stored(db)
     assert len(final) == 8 and all(final[key] == score for key, score in kept.items())
+
+
+def test_zoo_build_through_a_pool_registers_the_same_experts(tiny_bert, shared_data, tmp_path, monkeypatch):
+    from upcycle.zoo import build_zoo
+
+    monkeypatch.setenv(DEVICE_VARIABLE, "cpu")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as each pool worker on 2 cores: the same float sums
+    sources = [str(shared_data / "cb"), str(shared_data / "poem_sentiment")]
+    with Store(tmp_path / "here.db") as store:
+        here = {entry.source_task: result.metrics
+                for entry, result, _ in build_zoo(store, base=str(tiny_bert), sources=sources, out=tmp_path / "a",
+                                                  overrides=FAST)}
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    with Store(tmp_path / "pool.db") as store:
+        built = list(build_zoo(store, base=str(tiny_bert), sources=sources, out=tmp_path / "b", overrides=FAST,
+                               executor=make_executor("pool", jobs=2)))
+        assert {entry.source_task: result.metrics for entry, result, _ in built} == here
+        assert not any(cached for _, _, cached in built)
+        for entry, result, _ in built:
+            assert entry.name == f"{tiny_bert.name}-{entry.source_task}" and entry.base_fingerprint is not None
+            assert store.get_result(result.key) is not None and (tmp_path / "b" / entry.name).is_dir()
+        again = list(build_zoo(store, base=str(tiny_bert), sources=sources, out=tmp_path / "b", overrides=FAST,
+                               executor=make_executor("pool", jobs=2)))
+        assert all(cached for _, _, cached in again)  # nothing is trained twice

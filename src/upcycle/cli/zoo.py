@@ -9,7 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..checkpoints import CheckpointRef, resolve_checkpoint
 from ..errors import UpcycleError
+from ..execute import make_executor
 from ..protocols import get_protocol, parse_overrides
 from ..store import Store
 from ..zoo import build_zoo
@@ -20,7 +22,11 @@ from .common import (
     AllowPickleOption,
     DbOption,
     DeviceOption,
+    ExecutorOption,
+    GpusPerJobOption,
+    JobsOption,
     ProtocolOption,
+    RayAddressOption,
     SetOption,
     app,
     console,
@@ -112,6 +118,10 @@ def zoo_build(
     protocol: ProtocolOption = "quick",
     set_: SetOption = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    executor: ExecutorOption = "local",
+    jobs: JobsOption = None,
+    gpus_per_job: GpusPerJobOption = None,
+    ray_address: RayAddressOption = None,
     device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
@@ -121,8 +131,13 @@ def zoo_build(
     names = split_list(sources)
     if not names:
         raise UpcycleError("--sources needs at least one task.")
+    runner = None
+    if executor != "local" or jobs is not None or gpus_per_job is not None or ray_address is not None:
+        runner = make_executor(executor, address=ray_address, jobs=jobs, gpus_per_job=gpus_per_job,
+                               model_bytes=CheckpointRef.of(resolve_checkpoint(base)).weights_bytes)
     with Store(db) as store, progress_bars() as progress:
-        built = build_zoo(store, base=base, sources=names, out=out, seed=seed, protocol=chosen, progress=progress)
+        built = build_zoo(store, base=base, sources=names, out=out, seed=seed, protocol=chosen, progress=progress,
+                          executor=runner)
         for entry, result, cached in built:
             how = "already built" if cached else f"trained in {result.train_seconds:.0f}s"
             console.print(f"expert [bold]{escape(entry.name)}[/] {entry.fingerprint[:12]}: {result.metric} "

@@ -21,7 +21,7 @@ from .. import __version__
 from ..checkpoints import load_for_classification, load_tokenizer, save_checkpoint
 from ..errors import ConfigError, TaskError, UpcycleError
 from ..protocols import Protocol
-from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback
+from ..specs import ENGINE_VERSION, FinetuneResult, FinetuneSpec, ProgressCallback, SavedFinetune
 from ..tasks import Task
 from .batching import Encoded, collate, encode, inference_batches, micro_batches, to_device, train_batches
 from .devices import (
@@ -334,3 +334,10 @@ def _versions() -> dict[str, str]:
 def finetune_json(spec_json: str) -> str:
     """What an executor runs for one finetune job: the spec's JSON in, the result's JSON out."""
     return run_finetune(FinetuneSpec.model_validate_json(spec_json)).model_dump_json()
+
+
+def saved_finetune_json(job_json: str) -> str:
+    """What an executor runs for a finetune whose model is kept (``zoo build --executor pool``): a
+    :class:`~upcycle.specs.SavedFinetune`'s JSON in, the result's JSON out."""
+    job = SavedFinetune.model_validate_json(job_json)
+    return run_finetune(job.spec, save_to=job.save_to).model_dump_json()
