@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Selection estimators judged leave-one-target-out against the committed MiniLM recycling grid.
 # Builds the grid first when it is not stored (hours; resumable, see recycling_minilm.sh), then runs every
-# estimator on every target and writes benchmarks/results/selection_minilm.md and .json.
+# estimator on every target at each sample size in EXAMPLES (default 64,128,256: the nested figure, the report's
+# headline, chooses the estimator and its sample size inside the leave-one-target-out loop) and writes
+# benchmarks/results/selection_minilm.md and .json. Estimators that ignore the sample size (prior, fewshot, size,
+# random) run once per size all the same; pass EXAMPLES=128 for the single-size table.
 #   bash benchmarks/selection_minilm.sh
 # On machines that allow only loopback traffic, run the grid's Ray workers in a private network namespace:
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
@@ -10,5 +13,5 @@ source "$(dirname "$0")/env.sh"
 RUN="${RUN:-runs/recycling_minilm}"
 
 bash benchmarks/recycling_minilm.sh
-"$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-128}" \
+"$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-64,128,256}" \
   --out benchmarks/results/selection_minilm

@@ -308,3 +308,28 @@ def test_evaluate_selection_refuses_a_missing_gpu_before_any_work(tmp_path):
     done = runner.invoke(app, ["evaluate-selection", "--device", "cuda", "--db", str(tmp_path / "x.db")])
     assert done.exit_code == 2 and "CUDA is not available here" in done.output and "Traceback" not in done.output
     assert not (tmp_path / "x.db").exists()
+
+def test_evaluate_selection_chooses_the_estimator_and_sample_size_inside_the_loop(graded, tmp_path, monkeypatch):
+    """Two sample sizes in one run, the nested figure as the report's headline (prior and size: no forward pass)."""
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
+    store, bench, _ = graded
+    frame = evaluate_selection(store, bench, ["prior", "size"], examples=[32, 64])
+    estimators = frame[frame["estimator"] != RANDOM]
+    assert sorted(estimators["examples"].unique()) == [32, 64] and frame.loc[frame["estimator"] == RANDOM,
+                                                                              "examples"].isna().all()
+    assert len(estimators) == 2 * 2 * len(TARGETS) and (frame["estimator"] == RANDOM).sum() == len(TARGETS)
+    out = tmp_path / "selection"
+    done = runner.invoke(app, ["evaluate-selection", "--estimators", "prior,size", "--examples", "32,64",
+                               "--out", str(out), "--db", str(store.path)])
+    assert done.exit_code == 0, done.output
+    document = json.loads(out.with_suffix(".json").read_text())
+    nested = document["nested"]
+    assert set(nested["chosen"]) == set(TARGETS) and nested["selection_metric"] == "regret_at_3"
+    assert set(nested["chosen"].values()) <= {"prior@32", "prior@64", "size@32", "size@64"}
+    assert {"regret_at_1", "regret_at_3", "regret_at_5", "ndcg"} <= set(nested)
+    assert set(document["estimators"]) == {"prior@32", "prior@64", "size@32", "size@64", RANDOM}
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown.index("## Nested leave-one-target-out (the headline)") < markdown.index("## Diagnostic")
+    bad = runner.invoke(app, ["evaluate-selection", "--examples", "64,x", "--db", str(store.path)])
+    assert bad.exit_code == 2 and "--examples must be" in bad.output
+

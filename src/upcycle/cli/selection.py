@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import ConfigError
 from ..protocols import parse_overrides
 from ..store import Store
 from .common import (
@@ -166,34 +167,60 @@ def _measured(verified) -> str:
 def evaluate_selection(
     bench_name: Annotated[str | None, typer.Option("--bench", help="Bench whose grid is the ground truth.")] = None,
     estimators_: Annotated[str | None, typer.Option(
-        "--estimators", help="Comma-separated estimators (default: all).")] = None,
-    examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
+        "--estimators",
+        help="Comma-separated estimators (default: all); a+b is a rank fusion, one more candidate.")] = None,
+    examples: Annotated[str, typer.Option(
+        help="Target training examples the estimators read; several (64,128,256) make the sample size part of "
+             "what the nested evaluation chooses.")] = "128",
     seed: Annotated[int, typer.Option(help="Seed of the target samples.")] = 0,
+    select_by: Annotated[str, typer.Option(
+        help="What the nested evaluation chooses each fold's configuration by, on the other targets: regret_at_1, "
+             "regret_at_3, regret_at_5, ndcg, spearman or kendall.")] = "regret_at_3",
     out: Annotated[Path | None, typer.Option(help="Write OUT.md and OUT.json (e.g. benchmarks/results/selection_minilm).")] = None,
     device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
-    """Leave-one-target-out over a bench grid: Regret@1/3/5, NDCG, Spearman, Kendall and cost per estimator."""
+    """Leave-one-target-out over a bench grid. Headline: the nested figure (each target judged with the estimator
+    and sample size chosen on the other targets); below it, per estimator, Regret@1/3/5, NDCG, Spearman, Kendall
+    and cost (a diagnostic: every row saw every target)."""
     from ..ranking import load_bench  # lazy: pandas
     from ..report import write_atomic  # lazy: pandas
     from ..report.selection import results_json, results_markdown  # lazy: pandas
     from ..selection import evaluate_selection as run  # lazy: pandas, scipy
-    from ..selection.estimators import DEFAULT, ESTIMATORS  # lazy: pandas, scipy
-    from ..selection.evaluation import summarize_selection  # lazy: pandas, scipy
+    from ..selection.estimators import DEFAULT, DEFAULT_EXAMPLES, ESTIMATORS  # lazy: pandas, scipy
+    from ..selection.evaluation import QUALITY, nested_selection, summarize_selection  # lazy: pandas, scipy
 
     use_device(device)
+    sizes = parse_sizes(examples)
+    check_choice("--select-by", select_by, tuple(QUALITY))
     names = split_list(estimators_) or ESTIMATORS.names()
     with Store(db) as store:
         grid = load_bench(store, bench_name)
-        bar, job = counter("estimating", len(grid.targets) * len(names), eta=False)
+        bar, job = counter("estimating", len(grid.targets) * len(names) * len(sizes), eta=False)
         with bar:
-            frame = run(store, grid, names, examples=examples, seed=seed,
+            frame = run(store, grid, names, examples=sizes, seed=seed,
                         on_progress=lambda target, name, row: bar.advance(job))
     summary = summarize_selection(frame)
     default = DEFAULT if DEFAULT in names else names[0]
-    markdown = results_markdown(frame, summary, default, grid)
+    if len(sizes) > 1:
+        default = f"{default}@{DEFAULT_EXAMPLES if DEFAULT_EXAMPLES in sizes else sizes[0]}"
+    nested = nested_selection(frame, metric=select_by) if frame["target"].nunique() > 1 else None
+    if nested is None:
+        warn("one target only: no nested figure (it needs at least two targets).")
+    markdown = results_markdown(frame, summary, default, grid, nested)
     if out is not None:
         write_atomic(out.with_suffix(".md"), markdown)
-        write_atomic(out.with_suffix(".json"), results_json(frame, summary, default))
+        write_atomic(out.with_suffix(".json"), results_json(frame, summary, default, nested))
         console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     console.print(markdown, markup=False, highlight=False)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"64,128"`` -> ``[64, 128]``; anything but positive integers is one error line."""
+    try:
+        sizes = [int(part) for part in split_list(text) or []]
+    except ValueError:
+        sizes = []
+    if not sizes or any(n < 2 for n in sizes):
+        raise ConfigError(f"--examples must be one or more sample sizes >= 2, such as 128 or 64,128,256; not '{text}'.")
+    return list(dict.fromkeys(sizes))

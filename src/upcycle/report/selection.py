@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 
 from ..ranking import Bench
-from ..selection.evaluation import BRUTE_FORCE, RANDOM, cost_device
+from ..selection.evaluation import BRUTE_FORCE, NESTED, RANDOM, NestedSelection, configurations, cost_device
 from .markdown import markdown_cell, markdown_code
 
 
-def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str) -> str:
-    """The committed result file: ``{"default", "candidates", "targets", "device", "estimators": {NAME: {...}}}``.
+def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str,
+                 nested: NestedSelection | None = None) -> str:
+    """The committed result file: ``{"default", "candidates", "targets", "device", "estimators": {NAME: {...}},
+    "per_target", "nested"}``; ``nested`` (the headline) only when given, see :func:`nested_json`.
 
     ``device`` is where the estimator costs were measured (``cpu``: ``cpu_seconds_per_target`` are CPU seconds;
     an accelerator: wall seconds, the key's name kept for the committed files)."""
@@ -31,17 +33,93 @@ def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], defaul
             "amortized_seconds": _round(entry["amortized_seconds"])} for name, entry in summary.items()},
         "per_target": json.loads(frame.round(4).to_json(orient="records")),
     }
+    if nested is not None:
+        document["nested"] = nested_json(nested)
     return json.dumps(document, indent=2) + "\n"
+
+
+_TITLES = {"regret_at_1": "Regret@1", "regret_at_3": "Regret@3", "regret_at_5": "Regret@5", "ndcg": "NDCG",
+           "spearman": "Spearman", "kendall": "Kendall"}
+
+
+def nested_json(nested: NestedSelection) -> dict[str, Any]:
+    """The ``"nested"`` object: means over targets of Regret@1/3/5 and NDCG with their 95% intervals, cost,
+    ``chosen`` (``{target: configuration chosen without it}``), ``chosen_counts``, ``selection_metric``, the
+    competing ``candidates`` and ``in_sample`` (the configuration picked on every target and its optimistic means)."""
+    summary = nested.summary()
+    document: dict[str, Any] = {"selection_metric": summary["selection_metric"]}
+    for metric in NESTED:
+        document[metric] = _round(summary[metric])
+        document[f"{metric}_ci"] = [_round(x) for x in summary[f"{metric}_ci"]]
+    document["cost_fraction"] = _round(summary["cost_fraction"])
+    document |= {key: summary[key] for key in ("chosen", "chosen_counts", "candidates")}
+    document["in_sample"] = {key: value if isinstance(value, str) else _round(value)
+                             for key, value in summary["in_sample"].items()}
+    return document
+
+
+def nested_markdown(nested: NestedSelection, *, targets: int | None = None) -> list[str]:
+    """The headline section of the report: the nested figure, what each fold chose, how often each was chosen,
+    and the in-sample figure it replaces."""
+    summary = nested.summary()
+    metric = _TITLES.get(nested.metric, nested.metric)
+    count = targets if targets is not None else len(nested.per_target)
+    figures = " | ".join(_with_interval(summary[m], summary[f"{m}_ci"], ndcg=m == "ndcg") for m in NESTED)
+    lines = [
+        "## Nested leave-one-target-out (the headline)",
+        "",
+        f"For each of the {count} targets, the configuration (the estimator, @ its sample size where recorded) with "
+        f"the best mean {metric} over "
+        "the *other* targets is chosen (ties: lower cost, then name) and judged on the held-out target, so no "
+        "figure here saw its own target when its configuration was chosen. "
+        f"Candidates: {', '.join(map(markdown_cell, nested.candidates))}.",
+        "",
+        "| Regret@1 | Regret@3 | Regret@5 | NDCG | cost |",
+        "|---|---|---|---|---|",
+        f"| {figures} | {summary['cost_fraction'] * 100:.2f}% |",
+        "",
+        f"| held-out target | chosen on the others | its mean {metric} on the others | Regret@1 | Regret@3 |",
+        "|---|---|---|---|---|",
+    ]
+    for row in nested.per_target.itertuples():
+        lines.append(f"| {markdown_cell(row.target)} | {markdown_cell(row.chosen)} | {_cell(row.inner)} | "
+                     f"{_cell(row.regret_at_1)} | {_cell(row.regret_at_3)} |")
+    counts = ", ".join(f"{markdown_cell(name)} {n} of {len(nested.per_target)}"
+                       for name, n in summary["chosen_counts"].items())
+    in_sample = summary["in_sample"]
+    lines += [
+        "",
+        f"Chosen: {counts}.",
+        f"Chosen on all {count} targets at once (not nested): {markdown_cell(in_sample['configuration'])}, "
+        f"Regret@1 {in_sample['regret_at_1']:.2f}, Regret@3 {in_sample['regret_at_3']:.2f}, NDCG "
+        f"{in_sample['ndcg']:.3f}: the optimistic figure the diagnostic table below would quote.",
+        "",
+        "## Diagnostic (not nested: every row saw every target)",
+        "",
+    ]
+    return lines
+
+
+def _with_interval(value: float, interval: list[float], *, ndcg: bool) -> str:
+    if ndcg:
+        return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return f"{value:.2f} [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
+def _cell(value: float) -> str:
+    return "" if value is None or np.isnan(value) else f"{value:.2f}"
 
 
 def _round(value: float) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 4)
 
 
-def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str, bench: Bench) -> str:
-    """A Markdown report: the summary table (best Regret@3 first) and per-target Regret@3. Estimator costs
-    measured on an accelerator are said to be wall seconds on it; on the CPU (or unrecorded) the text is as it
-    always was."""
+def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], default: str, bench: Bench,
+                     nested: NestedSelection | None = None) -> str:
+    """A Markdown report: with ``nested``, its headline section first (:func:`nested_markdown`) and the rest under
+    "Diagnostic (not nested)"; then the summary table (best Regret@3 first) and per-target Regret@1 and @3.
+    Estimator costs measured on an accelerator are said to be wall seconds on it; on the CPU (or unrecorded) the
+    text is as it always was."""
     targets = sorted(frame["target"].unique())
     undefined = sorted(frame.loc[frame["regret_at_1"].isna(), "target"].unique())
     device = cost_device(frame)
@@ -61,6 +139,7 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
         f"`{RANDOM}` is the exact expectation of a random order; `{BRUTE_FORCE}` picks by one seed's finetunes "
         "of every candidate and is judged against the other seeds: the noise floor of this ground truth.",
         "",
+        *(nested_markdown(nested, targets=len(targets)) if nested is not None else []),
         f"| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | {per_target_cost} | fallbacks |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -82,7 +161,8 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
     header = "| estimator | " + " | ".join(map(markdown_cell, targets)) + " |"
     for metric, title in (("regret_at_1", "Regret@1"), ("regret_at_3", "Regret@3")):
         lines += ["", f"## {title} per target", "", header, "|---|" + "---|" * len(targets)]
-        per_target = frame.pivot_table(index="estimator", columns="target", values=metric, aggfunc="mean")
+        per_target = frame.assign(configuration=configurations(frame)).pivot_table(
+            index="configuration", columns="target", values=metric, aggfunc="mean")
         for name in order:
             cells = [("" if np.isnan(v) else f"{v:.1f}") for v in per_target.loc[name].reindex(targets)]
             lines.append(f"| {markdown_cell(name)} | " + " | ".join(cells) + " |")

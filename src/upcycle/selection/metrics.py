@@ -78,6 +78,20 @@ def rank_correlations(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, 
     return float(spearmanr(truth, filled).statistic), float(kendalltau(truth, filled).statistic)
 
 
+def bootstrap_mean_interval(
+    values: np.ndarray, *, rng: np.random.Generator, draws: int = 2000, level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (n,), NaN left out; (NaN, NaN) when none is left."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    means = rng.choice(values, size=(draws, len(values))).mean(1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def ranking_quality(truth: np.ndarray, predicted: np.ndarray, ks: tuple[int, ...] = (1, 3, 5)) -> dict[str, float]:
     """Regret@k for each k, NDCG, Spearman and Kendall in one dict."""
     spearman, kendall = rank_correlations(truth, predicted)
