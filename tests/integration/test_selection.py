@@ -333,3 +333,27 @@ def test_evaluate_selection_chooses_the_estimator_and_sample_size_inside_the_loo
     bad = runner.invoke(app, ["evaluate-selection", "--examples", "64,x", "--db", str(store.path)])
     assert bad.exit_code == 2 and "--examples must be" in bad.output
 
+def test_select_with_the_prior_says_whether_to_switch_and_verifies_what_overlaps(graded, shared_data, monkeypatch):
+    monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
+    store, bench, _ = graded
+    target = shared_data / "poem_sentiment"  # in the grid: its verification finetunes are already stored
+    names = [c.checkpoint.name for c in bench.candidates]  # the zoo may hold another architecture by now
+    (chosen,) = select(store, target, candidates=names, estimator="prior", verify_top="auto", budget=30.0,
+                       overrides=FAST)
+    gains = stored_gains(SelectionContext(store=store, target=load_task(target), candidates=tuple(
+        store.get_checkpoint(c.checkpoint.fingerprint) for c in bench.candidates),
+        excluded_tasks=overlapping("poem_sentiment")))
+    predicted = chosen.predicted_gain
+    assert predicted is not None and predicted.gain == pytest.approx(gains.loc[chosen.top.fingerprint].mean())
+    low, high = predicted.interval  # a bootstrap over the two other targets' gains
+    assert low <= predicted.gain <= high
+    assert chosen.recommendation.action in {"switch", "stay", "uncertain"}
+    assert chosen.verification.startswith("--verify-top auto: ") and 1 <= len(chosen.verified) - 1 <= 3
+    assert all(v.cached for v in chosen.verified) and not any("--budget" in n for n in chosen.estimate.notes)
+    # a budget too small for one finetune (50 epochs, none stored) verifies nothing, and says so in one line
+    (poor,) = select(store, target, candidates=names, estimator="size", verify_top=2, budget=0.5,
+                     overrides={"epochs": 50})
+    assert poor.verified == () and any("so verifying nothing" in note for note in poor.estimate.notes)
+    shown = runner.invoke(app, ["select", str(target), "--estimator", "prior", "--candidates", ",".join(names),
+                                "--db", str(store.path)])
+    assert shown.exit_code == 0 and "predicted gain over" in shown.output and "recommendation:" in shown.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
@@ -58,10 +58,13 @@ def select(
         help="Comma-separated zoo names, fingerprints or paths (default: every finetuned checkpoint in the zoo).")] = None,
     estimator: Annotated[str | None, typer.Option(
         help="Estimator (see `upcycle estimators`; default logme), or several joined by + for rank fusion.")] = None,
-    verify_top: Annotated[int, typer.Option(help="Finetune the top K and the vanilla base on TARGET to check.")] = 0,
+    verify_top: Annotated[str, typer.Option(
+        help="Finetune the top K and the vanilla base on TARGET to check; auto: K = the candidates whose "
+             "predicted-gain intervals overlap the top pick's (1 to 5; 2 when the estimator predicts no gain).")] = "0",
     budget: Annotated[float | None, typer.Option(
         help="Seconds the estimation may spend per architecture, on the device's cost clock (CPU seconds on the CPU, "
-             "wall seconds on an accelerator); over it, a cheaper estimator takes over.")] = None,
+             "wall seconds on an accelerator); over it, a cheaper estimator takes over. --verify-top's finetunes "
+             "count too: K is cut to fit.")] = None,
     examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the target sample.")] = 0,
     seeds: Annotated[int, typer.Option(help="Seeds per verification finetune.")] = 1,
@@ -85,11 +88,12 @@ def select(
 
     use_device(device)
     check_choice("--format", fmt, ("table", "json"))
+    top = parse_verify_top(verify_top)
     with Store(db) as store, progress_bars() as progress:
         selections = run_select(
             store, target, candidates=split_list(candidates), estimator=estimator or DEFAULT,
-            verify_top=verify_top, budget=budget, examples=examples, seed=seed, seeds=seeds, protocol=protocol,
-            overrides=parse_overrides(set_ or []), progress=progress if verify_top or save else None,
+            verify_top=top, budget=budget, examples=examples, seed=seed, seeds=seeds, protocol=protocol,
+            overrides=parse_overrides(set_ or []), progress=progress if top or save else None,
             save=save, allow_pickle=allow_pickle, text_column=text_column, text_pair_column=text_pair_column,
             label_column=label_column, task_type=task_type,
         )
@@ -100,6 +104,19 @@ def select(
         return
     for selection in selections:
         _print_selection(selection)
+
+
+def parse_verify_top(text: str) -> int | Literal["auto"]:
+    """``--verify-top``: ``auto`` or a count >= 0."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        top = int(text)
+    except ValueError:
+        top = -1
+    if top < 0:
+        raise ConfigError(f"--verify-top must be auto or a number >= 0, not '{text}'.")
+    return top
 
 
 def _print_selection(selection) -> None:
@@ -132,6 +149,7 @@ def _print_selection(selection) -> None:
     console.print(f"cost: {result.seconds:.1f} s {escape(where)} for this target"
                   + (f" (+ {result.amortized_seconds:.1f} s on source data, once per candidate)"
                      if result.amortized_seconds else ""), highlight=False)
+    _print_advice(selection)
     best = selection.measured_best
     if best is not None:
         base = next((v for v in selection.verified if v.is_base), None)
@@ -153,6 +171,27 @@ def _print_selection(selection) -> None:
                       f"{escape(kept.entry.name)}", highlight=False)
     elif choice is not None:
         console.print("to keep it finetuned on this data: add --save DIR", style="dim", highlight=False)
+
+
+def _print_advice(selection) -> None:
+    """The top pick's predicted gain over the base and, before any verification, whether to switch at all; how
+    --verify-top's K was set."""
+    from ..selection.advice import RANKING_ONLY  # lazy: pandas, scipy
+    predicted, recommendation = selection.predicted_gain, selection.recommendation
+    base = selection.base.name if selection.base is not None else "the base"
+    if predicted is not None:
+        interval = ("" if predicted.interval is None
+                    else f" [{predicted.interval[0]:+.1f}, {predicted.interval[1]:+.1f}]")
+        console.print(f"predicted gain over {escape(base)}: {predicted.gain:+.1f} points{interval}"
+                      + (f" (95% interval, {escape(selection.estimate.used)})" if interval else ""), highlight=False)
+    if selection.verification is not None:
+        console.print(escape(selection.verification), style="dim", highlight=False)
+    if selection.verified:
+        return  # measured: the measured best says more than the prediction
+    if recommendation.action == RANKING_ONLY:
+        console.print(escape(recommendation.message), style="dim", highlight=False)
+    else:
+        console.print(f"recommendation: [bold]{escape(recommendation.message)}[/]", highlight=False)
 
 
 def _measured(verified) -> str:

@@ -2,7 +2,8 @@
 
 Candidates are grouped by architecture (never ranked against each other across architectures); within a
 group an estimator scores each candidate cheaply, and ``verify_top`` finetunes the top K and the vanilla
-base on the target to report the measured best.
+base on the target to report the measured best. When the estimator predicts gains in points over the base (the
+model prior), the selection also says whether to switch at all (:mod:`.advice`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
@@ -21,13 +22,31 @@ from scipy import stats
 from ..checkpoints import Checkpoint, resolve_checkpoint
 from ..errors import ConfigError
 from ..protocols import Protocol, get_protocol
-from ..specs import FinetuneResult, ProgressCallback
+from ..specs import FinetuneResult, FinetuneSpec, ProgressCallback
 from ..store import Store, ZooEntry
 from ..tasks import Task, load_task, overlapping
 from ..zoo import default_candidates, finetune, resolve_candidate
+from .advice import (
+    STAY,
+    GainForecast,
+    Recommendation,
+    auto_verify_top,
+    forecast_gains,
+    recommend,
+    register_gain_intervals,
+    verifications_within_budget,
+)
 from .context import FeatureCache, Sample, SelectionContext
 from .estimate import Estimate, estimate
 from .estimators import DEFAULT, DEFAULT_EXAMPLES
+from .estimators.prior import prior_gain_rows
+from .metrics import bootstrap_mean_interval
+
+# Verification finetunes are charged to --budget at the speed of stored finetunes of the same architecture on the
+# same device (same protocol preferred); with none stored, at these conservative speeds, below every MiniLM arm of
+# benchmarks/results/finetune_speed.json on 2 CPU cores (train 30-79, eval 123-377 examples/s).
+CONSERVATIVE_TRAIN_EXAMPLES_PER_S = 25.0
+CONSERVATIVE_EVAL_EXAMPLES_PER_S = 100.0
 
 
 @dataclass(frozen=True)
@@ -83,10 +102,32 @@ class Selection:
     estimate: Estimate
     verified: tuple[Verified, ...] = ()
     kept: Kept | None = None
+    forecasts: dict[str, GainForecast] | None = None  # {fingerprint: predicted gain}, when the estimator gives one
+    verification: str | None = None  # how --verify-top's K was set (auto, or cut to fit --budget)
 
     @property
     def measured_best(self) -> Verified | None:
         return max(self.verified, key=lambda v: v.score, default=None)
+
+    @property
+    def top(self) -> ZooEntry | None:
+        """The top-ranked candidate that was scored."""
+        return next((entry for entry, score in self.ranking if not math.isnan(score)), None)
+
+    @property
+    def predicted_gain(self) -> GainForecast | None:
+        """The top pick's predicted gain over the base (points, with its interval); None when the estimator
+        predicts only an order."""
+        top = self.top
+        return None if self.forecasts is None or top is None else self.forecasts.get(top.fingerprint)
+
+    @property
+    def recommendation(self) -> Recommendation:
+        """Switch, stay or verify, from the predicted gain (before any verification: the measured best, when
+        there is one, is what :attr:`choice` follows)."""
+        top = self.top
+        return recommend(None if top is None else top.name, None if self.base is None else self.base.name,
+                         self.predicted_gain, estimator=self.estimate.used)
 
     @property
     def gain_interval(self) -> tuple[float, float] | None:
@@ -100,13 +141,17 @@ class Selection:
 
     @property
     def choice(self) -> ZooEntry | None:
-        """Where to start: the measured best when verified, else the top-ranked candidate that was scored."""
+        """Where to start: the measured best when verified; else the vanilla base when no candidate is predicted
+        to beat it; else the top-ranked candidate that was scored."""
         if self.measured_best is not None:
             return self.measured_best.entry
-        return next((entry for entry, score in self.ranking if not math.isnan(score)), None)
+        if self.base is not None and self.recommendation.action == STAY:
+            return self.base
+        return self.top
 
     def to_dict(self) -> dict[str, Any]:
         best = self.measured_best
+        predicted, recommendation = self.predicted_gain, self.recommendation
         return {
             "arch": self.arch, "target": self.target, "metric": self.metric,
             "base": None if self.base is None else self.base.name,
@@ -121,6 +166,10 @@ class Selection:
             "verified": [{"candidate": v.entry.name, "path": v.entry.path, "is_base": v.is_base,
                           "predicted_rank": v.predicted_rank, "score": v.score, "seeds": len(v.scores),
                           "ci95": v.interval, "notes": list(v.notes)} for v in self.verified],
+            "predicted_gain": None if predicted is None else predicted.gain,
+            "predicted_interval": None if predicted is None or predicted.interval is None else list(predicted.interval),
+            "recommendation": {"action": recommendation.action, "message": recommendation.message},
+            "verification": self.verification,
             "measured_best": None if best is None else best.entry.name,
             "gain_ci95": self.gain_interval,
             "choice": None if self.choice is None else {"candidate": self.choice.name, "path": self.choice.path},
@@ -153,7 +202,7 @@ def select(
     *,
     candidates: list[str] | None = None,
     estimator: str = DEFAULT,
-    verify_top: int = 0,
+    verify_top: int | Literal["auto"] = 0,
     budget: float | None = None,
     examples: int = DEFAULT_EXAMPLES,
     seed: int = 0,
@@ -171,10 +220,13 @@ def select(
     Returns one :class:`Selection` per architecture. ``budget`` caps the seconds of estimation per architecture,
     on the cost clock of the device it runs on (``$UPCYCLE_DEVICE`` or auto; CPU seconds on the CPU, wall seconds
     on an accelerator), and the estimator falls back to a cheaper one when it would overrun; ``verify_top`` K > 0
-    finetunes the top K and the vanilla base on ``target`` under ``protocol`` with ``seeds`` seeds. With
-    ``save``, the choice (the measured best, or the top pick when nothing was verified) is finetuned on
-    ``target`` (seed 0) and kept there (``save/<arch>`` when several architectures compete), registered in the
-    zoo. ``allow_pickle`` lets candidates with pickle weights load (trusted files only).
+    finetunes the top K and the vanilla base on ``target`` under ``protocol`` with ``seeds`` seeds, and ``"auto"``
+    picks K from the predicted-gain intervals (:func:`~.advice.auto_verify_top`). With a ``budget``, K is cut so
+    that estimation and verification together fit it (:func:`verification_costs` says how a finetune is priced).
+    With ``save``, the choice (the measured best; when nothing was verified, the top pick, or the base when no
+    candidate is predicted to beat it) is finetuned on ``target`` (seed 0) and kept there (``save/<arch>`` when
+    several architectures compete), registered in the zoo. ``allow_pickle`` lets candidates with pickle weights
+    load (trusted files only).
     """
     chosen_protocol = get_protocol(protocol, overrides)  # a bad override fails here, before any work
     task = target if isinstance(target, Task) else load_task(target, **task_options)
@@ -189,8 +241,8 @@ def select(
                if seen else "the zoo is empty")
         raise ConfigError(f"No candidates to rank: {why}. Add checkpoints with `upcycle zoo add` or "
                           "`upcycle zoo build`, or pass --candidates.")
-    if verify_top < 0 or seeds < 1 or examples < 2:
-        raise ConfigError("--verify-top must be >= 0, --seeds >= 1 and --examples >= 2.")
+    if (verify_top != "auto" and (not isinstance(verify_top, int) or verify_top < 0)) or seeds < 1 or examples < 2:
+        raise ConfigError("--verify-top must be auto or >= 0, --seeds >= 1 and --examples >= 2.")
     cache = FeatureCache(store, allow_pickle=allow_pickle)
     groups = group_by_arch(unique)
     selections = []
@@ -207,14 +259,109 @@ def select(
                                                             f"{', '.join(left_out)}"))
         ranking = sorted(group, key=lambda e: _sort_key(result.scores[e.fingerprint]), reverse=True)
         selection = Selection(arch, task.name, task.primary_metric, base,
-                              tuple((e, result.scores[e.fingerprint]) for e in ranking), result)
-        if verify_top:
-            selection = _verify(store, selection, task, verify_top, seeds, chosen_protocol, progress, allow_pickle)
+                              tuple((e, result.scores[e.fingerprint]) for e in ranking), result,
+                              forecasts=forecast_gains(result, context))
+        top, selection = _plan_verification(store, selection, task, verify_top, budget, seeds, chosen_protocol,
+                                            allow_pickle)
+        if top:
+            selection = _verify(store, selection, task, top, seeds, chosen_protocol, progress, allow_pickle)
         if save is not None and selection.choice is not None:
             folder = Path(save) / _folder_name(arch) if len(groups) > 1 else Path(save)
             selection = _keep(store, selection, task, folder, chosen_protocol, progress, allow_pickle)
         selections.append(selection)
     return selections
+
+
+@register_gain_intervals("prior")
+def prior_gain_intervals(context: SelectionContext, scores: dict[str, float]
+                         ) -> dict[str, tuple[float, float] | None]:
+    """The model prior's 95% intervals: a percentile bootstrap over targets of the per-target gains each candidate's
+    score averages (:func:`~.estimators.prior.prior_gain_rows`: stored benches, else imported or shipped gains; the
+    target and tasks sharing its data left out). None for a candidate with fewer than two such targets."""
+    rows = prior_gain_rows(context)
+    intervals: dict[str, tuple[float, float] | None] = {}
+    for fingerprint in scores:
+        gains = rows[fingerprint][0].dropna().to_numpy(float) if fingerprint in rows else np.array([])
+        intervals[fingerprint] = (bootstrap_mean_interval(gains, rng=np.random.default_rng(0)) if len(gains) >= 2
+                                  else None)
+    return intervals
+
+
+def verification_costs(
+    store: Store, selection: Selection, task: Task, protocol: Protocol, seeds: int, allow_pickle: bool,
+    *, top: int,
+) -> tuple[float, list[float], str]:
+    """Seconds to verify the base and each of the top ``top`` candidates (all ``seeds``), and how they were priced.
+
+    A finetune already in the store costs nothing. Any other costs (train examples x epochs) / train speed +
+    (validation examples x epochs + test examples) / eval speed, the target's splits capped as ``protocol`` caps
+    them, and epochs at the protocol's most (early stopping only shortens a run). The speeds are the medians of the
+    stored finetunes of checkpoints of this architecture on the estimation's device, under a protocol of the same
+    name when there are any (``quick+`` names every overridden ``quick``: speeds are per example, so that is close
+    enough); with none stored, the conservative ``CONSERVATIVE_*_EXAMPLES_PER_S``. Seconds are the finetunes'
+    recorded (wall) seconds.
+    """
+    device = selection.estimate.device.split(" (")[0]
+    related = [entry for entry, _ in selection.ranking] + ([selection.base] if selection.base is not None else [])
+    runs = [r for entry in related for r in store.results(base_fingerprint=entry.fingerprint)
+            if r.device.split(" (")[0] == device]
+    same = [r for r in runs if r.protocol == protocol.name]
+    measured = same or runs
+    if measured:
+        train_speed = float(np.median([r.train_examples_per_s for r in measured]))
+        eval_speed = float(np.median([r.eval_examples_per_s for r in measured]))
+        how = (f"at the median speed of {len(measured)} stored finetune(s) of this architecture on {device}"
+               + (f" under protocol {protocol.name}" if same else ""))
+    else:
+        train_speed, eval_speed = CONSERVATIVE_TRAIN_EXAMPLES_PER_S, CONSERVATIVE_EVAL_EXAMPLES_PER_S
+        how = (f"at a conservative {train_speed:g} training examples/s (no finetune of this architecture on {device} "
+               "is stored)")
+
+    def capped(split: str, limit: int | None) -> int:
+        return len(task.splits[split]) if limit is None else min(len(task.splits[split]), limit)
+
+    evaluated = capped("validation", protocol.max_eval) * protocol.epochs + capped("test", protocol.max_eval)
+    one = capped("train", protocol.max_train) * protocol.epochs / train_speed + evaluated / eval_speed
+
+    def cost(entry: ZooEntry) -> float:
+        checkpoint = _named(entry, allow_pickle)
+        missing = sum(not store.has_result(FinetuneSpec.create(checkpoint, task, seed=seed, protocol=protocol).key())
+                      for seed in range(seeds))
+        return missing * one
+
+    base = 0.0 if selection.base is None else cost(selection.base)
+    return base, [cost(entry) for entry, _ in selection.ranking[:top]], how
+
+
+def _plan_verification(
+    store: Store, selection: Selection, task: Task, verify_top: int | Literal["auto"], budget: float | None,
+    seeds: int, protocol: Protocol, allow_pickle: bool,
+) -> tuple[int, Selection]:
+    """K for ``--verify-top`` (``auto``: from the predicted-gain intervals), cut to fit what ``budget`` leaves after
+    the estimation; the selection records how K was set, and a cut is a note."""
+    if verify_top == 0:
+        return 0, selection
+    plan = None
+    if verify_top == "auto":
+        ranked = [None if selection.forecasts is None else selection.forecasts.get(entry.fingerprint)
+                  for entry, _ in selection.ranking]
+        k, why = auto_verify_top(ranked if selection.forecasts is not None else None)
+        plan = f"--verify-top auto: {why}"
+    else:
+        k = min(verify_top, len(selection.ranking))
+    if budget is not None and k:
+        left = budget - selection.estimate.seconds
+        base, candidates, how = verification_costs(store, selection, task, protocol, seeds, allow_pickle, top=k)
+        fitted = verifications_within_budget(k, left=left, base_seconds=base, candidate_seconds=candidates)
+        if fitted < k:
+            needed = base + sum(candidates)
+            done = f"verifying the top {fitted}" if fitted else "verifying nothing"
+            note = (f"--budget {budget:g} s: verifying the top {k} and the base would take ~{needed:.0f} s "
+                    f"(priced {how}) and {max(left, 0):.1f} s are left after the estimation, so {done}.")
+            selection = replace(selection, estimate=replace(selection.estimate,
+                                                            notes=(*selection.estimate.notes, note)))
+            k = fitted
+    return k, replace(selection, verification=plan)
 
 
 def _named(entry: ZooEntry, allow_pickle: bool) -> Checkpoint:

@@ -1,0 +1,132 @@
+"""Should I switch at all? The recommendation, --verify-top auto's K and the budget cut as pure functions, and
+what select prints and returns for them, on hand-built selections (no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from upcycle.selection.advice import (
+    RANKING_ONLY,
+    STAY,
+    SWITCH,
+    UNCERTAIN,
+    GainForecast,
+    auto_verify_top,
+    recommend,
+    verifications_within_budget,
+)
+
+
+@pytest.mark.parametrize("forecast, action, words", [
+    (GainForecast(2.0, (0.5, 3.5)), SWITCH,
+     "switch to minilm-sst2: the 95% interval of its predicted gain over minilm lies above 0"),
+    (GainForecast(0.0, (-1.0, 1.0)), STAY, "stay with minilm: no candidate is predicted to beat it"),
+    (GainForecast(-0.4, (-2.0, 0.3)), STAY, "stay with minilm: no candidate is predicted to beat it"),
+    (GainForecast(1.0, (-0.5, 2.5)), UNCERTAIN,
+     "uncertain: verify (the interval of its predicted gain over minilm includes 0"),
+    (GainForecast(1.0, None), UNCERTAIN, "uncertain: verify (its predicted gain over minilm has no interval"),
+    (None, RANKING_ONLY, "logme predicts a ranking, not a gain over minilm"),
+])
+def test_switch_stay_or_verify(forecast, action, words):
+    advice = recommend("minilm-sst2", "minilm", forecast, estimator="logme")
+    assert advice.action == action and words in advice.message, advice
+    assert "the base" in recommend("minilm-sst2", None, forecast, estimator="logme").message
+
+
+def test_verify_top_auto_counts_the_intervals_that_overlap_the_top_picks():
+    top = GainForecast(3.0, (1.0, 5.0))
+    ranked = [top, GainForecast(2.0, (0.5, 3.0)), GainForecast(0.5, (-1.0, 0.9)), GainForecast(0.0, (-3.0, 1.0))]
+    assert auto_verify_top(ranked)[0] == 3  # itself, (0.5, 3.0), and (-3.0, 1.0) touching at 1.0
+    assert auto_verify_top([top, GainForecast(-2.0, (-4.0, 0.0))])[0] == 1  # at least the top pick
+    many = [top] + [GainForecast(2.5, (0.0, 4.0))] * 8
+    assert auto_verify_top(many) == (5, "the top 5 (9 candidate(s) whose predicted-gain intervals overlap the top "
+                                        "pick's, at most 5)")
+    assert auto_verify_top([top, GainForecast(2.0, None), None])[0] == 2  # no interval: cannot be ruled out
+    # no intervals (an estimator that predicts only an order, or a top pick without one): the top 2
+    assert auto_verify_top(None) == (1, "the top 1 (no predicted-gain intervals to choose by)")
+    assert auto_verify_top([None] * 4)[0] == 2 and auto_verify_top([GainForecast(1.0, None)] * 3)[0] == 2
+
+
+def test_verification_is_cut_to_what_the_budget_leaves():
+    assert verifications_within_budget(3, left=100.0, base_seconds=20.0, candidate_seconds=[30, 30, 30]) == 2
+    assert verifications_within_budget(3, left=1000.0, base_seconds=20.0, candidate_seconds=[30, 30, 30, 30]) == 3
+    assert verifications_within_budget(2, left=10.0, base_seconds=20.0, candidate_seconds=[0, 0]) == 0  # no base
+    assert verifications_within_budget(2, left=25.0, base_seconds=20.0, candidate_seconds=[0, 30]) == 1  # cached
+    assert verifications_within_budget(2, left=-5.0, base_seconds=0.0, candidate_seconds=[1, 1]) == 0
+
+
+def entries():
+    from upcycle.store import ZooEntry
+
+    base = ZooEntry("b", "minilm", "/zoo/minilm", "bert-6x384", "bert", None, None, "")
+    top = ZooEntry("t", "minilm-sst2", "/zoo/minilm-sst2", "bert-6x384", "bert", "sst2", "b", "")
+    other = ZooEntry("o", "minilm-mrpc", "/zoo/minilm-mrpc", "bert-6x384", "bert", "mrpc", "b", "")
+    return base, top, other
+
+
+def selection(estimator: str, scores: dict[str, float], forecasts=None, **fields):
+    from upcycle.selection import Selection
+    from upcycle.selection.estimate import Estimate
+
+    base, top, other = entries()
+    result = Estimate(estimator, estimator, scores, seconds=0.1, amortized_seconds=0.0, device="cpu", notes=())
+    ranking = tuple(sorted(((top, scores["t"]), (other, scores["o"])), key=lambda pair: -pair[1]))
+    return Selection("bert-6x384", "reviews", "accuracy", base, ranking, result, forecasts=forecasts, **fields)
+
+
+def printed(chosen) -> str:
+    from upcycle.cli.common import console
+    from upcycle.cli.selection import _print_selection
+
+    with console.capture() as captured:
+        _print_selection(chosen)
+    return " ".join(captured.get().split())
+
+
+def test_select_says_the_predicted_gain_and_whether_to_switch():
+    sure = selection("prior", {"t": 2.0, "o": 0.5},
+                     {"t": GainForecast(2.0, (0.4, 3.6)), "o": GainForecast(0.5, (-1.0, 2.0))})
+    text = printed(sure)
+    assert "predicted gain over minilm: +2.0 points [+0.4, +3.6] (95% interval, prior)" in text, text
+    assert "recommendation: switch to minilm-sst2" in text and "start from: minilm-sst2" in text
+    answer = sure.to_dict()
+    assert answer["predicted_gain"] == 2.0 and answer["predicted_interval"] == [0.4, 3.6]
+    assert answer["recommendation"]["action"] == SWITCH and answer["choice"]["candidate"] == "minilm-sst2"
+    # nobody is predicted to beat the base: stay, and the choice (what --save keeps) is the base
+    worse = selection("prior", {"t": -0.5, "o": -2.0},
+                      {"t": GainForecast(-0.5, (-1.5, 0.6)), "o": GainForecast(-2.0, (-3.0, -1.0))})
+    text = printed(worse)
+    assert "predicted gain over minilm: -0.5 points [-1.5, +0.6]" in text
+    assert "recommendation: stay with minilm: no candidate is predicted to beat it" in text
+    assert "start from: minilm at /zoo/minilm" in text and worse.to_dict()["recommendation"]["action"] == STAY
+    unsure = selection("prior", {"t": 1.0, "o": 0.5}, {"t": GainForecast(1.0, (-0.2, 2.2))},
+                       verification="--verify-top auto: the top 2 (2 candidate(s) whose predicted-gain intervals "
+                                    "overlap the top pick's)")
+    text = printed(unsure)
+    assert "recommendation: uncertain: verify" in text and "--verify-top auto: the top 2 (2 candidate(s)" in text
+    assert unsure.choice.name == "minilm-sst2"
+
+
+def test_an_estimator_that_predicts_no_gain_says_so():
+    plain = selection("logme", {"t": -310.2, "o": -320.0})
+    text = printed(plain)
+    assert "predicted gain" not in text and "recommendation:" not in text
+    assert "logme predicts a ranking, not a gain over minilm: to learn whether switching pays, verify the top " \
+           "candidates (--verify-top auto)" in text, text
+    answer = plain.to_dict()
+    assert answer["predicted_gain"] is None and answer["predicted_interval"] is None
+    assert answer["recommendation"]["action"] == RANKING_ONLY and answer["choice"]["candidate"] == "minilm-sst2"
+
+
+def test_the_verify_top_and_examples_options_refuse_bad_values():
+    from upcycle.cli.selection import parse_sizes, parse_verify_top
+    from upcycle.errors import ConfigError
+
+    assert parse_verify_top("auto") == "auto" and parse_verify_top("AUTO") == "auto" and parse_verify_top("3") == 3
+    for bad in ("-1", "two", ""):
+        with pytest.raises(ConfigError, match="--verify-top must be auto or a number >= 0"):
+            parse_verify_top(bad)
+    assert parse_sizes("64, 128,128,256") == [64, 128, 256]
+    for bad in ("1", "64,x", ""):
+        with pytest.raises(ConfigError, match="--examples must be one or more sample sizes >= 2"):
+            parse_sizes(bad)
