@@ -58,7 +58,9 @@ def test_every_estimator_scores_every_candidate_and_reports_its_cost(graded, sha
                                excluded_tasks=overlapping("poem_sentiment"))
     for name in ESTIMATORS.names():
         result = estimate(name, context)
-        assert result.used == name, (name, result.notes)
+        # the ranker needs 3 other stored targets of 3 measured candidates; this grid has 1, so it falls back
+        # (trained and judged in test_ranker_estimator.py)
+        assert result.used == ("prior" if name == "ranker" else name), (name, result.notes)
         assert set(result.scores) == {c.fingerprint for c in candidates}
         assert all(np.isfinite(v) for v in result.scores.values()), name
         assert result.seconds >= 0 and result.cpu_seconds == result.seconds and result.device == "cpu"

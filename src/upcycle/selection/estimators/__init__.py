@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (each module registers its estimator)
     logme,
     prior,
     probe,
+    ranker,
     retrieval,
     semb,
     size,
