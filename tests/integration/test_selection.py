@@ -311,6 +311,7 @@ def test_evaluate_selection_refuses_a_missing_gpu_before_any_work(tmp_path):
     assert done.exit_code == 2 and "CUDA is not available here" in done.output and "Traceback" not in done.output
     assert not (tmp_path / "x.db").exists()
 
+
 def test_evaluate_selection_chooses_the_estimator_and_sample_size_inside_the_loop(graded, tmp_path, monkeypatch):
     """Two sample sizes in one run, the nested figure as the report's headline (prior and size: no forward pass)."""
     monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
@@ -334,6 +335,7 @@ def test_evaluate_selection_chooses_the_estimator_and_sample_size_inside_the_loo
     assert markdown.index("## Nested leave-one-target-out (the headline)") < markdown.index("## Diagnostic")
     bad = runner.invoke(app, ["evaluate-selection", "--examples", "64,x", "--db", str(store.path)])
     assert bad.exit_code == 2 and "--examples must be" in bad.output
+
 
 def test_select_with_the_prior_says_whether_to_switch_and_verifies_what_overlaps(graded, shared_data, monkeypatch):
     monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")

@@ -40,6 +40,7 @@ from .context import FeatureCache, Sample, SelectionContext
 from .estimate import Estimate, estimate
 from .estimators import DEFAULT, DEFAULT_EXAMPLES
 from .estimators.prior import prior_gain_rows
+from .estimators.ranker import ranker_gain_intervals
 from .metrics import bootstrap_mean_interval
 
 # Verification finetunes are charged to --budget at the speed of stored finetunes of the same architecture on the
@@ -270,6 +271,9 @@ def select(
             selection = _keep(store, selection, task, folder, chosen_protocol, progress, allow_pickle)
         selections.append(selection)
     return selections
+
+
+register_gain_intervals("ranker")(ranker_gain_intervals)  # the ranker's own residual quantiles
 
 
 @register_gain_intervals("prior")

@@ -88,7 +88,6 @@ class Ranker(Estimator):
         self.features = features
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
-        register_intervals()
         wanted = {candidate.fingerprint for candidate in context.candidates}
         with context.meter.timed("ranker:gains"):
             gains = stored_gains(context)
@@ -170,12 +169,3 @@ def ranker_gain_intervals(context: SelectionContext, scores: dict[str, float]
             pass
     kept = _INTERVALS.get(key, {})
     return {fingerprint: kept.get(fingerprint) for fingerprint in scores}
-
-
-def register_intervals() -> None:
-    """Tell ``select`` that the ranker's scores are gains in points with intervals (done when the ranker first
-    runs: :mod:`..advice` imports the estimators, so this package cannot import it when it is imported)."""
-    from ..advice import GAIN_INTERVALS, register_gain_intervals  # lazy: advice -> estimate -> estimators (cycle)
-
-    if Ranker.name not in GAIN_INTERVALS:
-        register_gain_intervals(Ranker.name)(ranker_gain_intervals)
