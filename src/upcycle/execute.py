@@ -87,8 +87,9 @@ class ProcessExecutor:
                     try:
                         payload = future.result()
                     except BrokenProcessPool:
-                        raise UpcycleError(f"The worker of {describe(job)} died. Finished results are kept; "
-                                           "rerun the same command to resume.") from None
+                        raise UpcycleError(f"A worker process died ({describe(job)} or a job beside it): the run "
+                                           "stopped. Finished results are kept; rerun the same command to "
+                                           "resume.") from None
                     except Exception as error:  # the worker's own exception, re-raised here by the pool
                         raise UpcycleError(f"{describe(job)} failed: {type(error).__name__}: {error}") from None
                     yield job, payload
