@@ -249,10 +249,13 @@ def main() -> None:
 
     config = load_for_classification(checkpoint, task.label_names, 0).config
     peaks = {"fp32": matmul_peak(config, torch.float32), "bf16": matmul_peak(config, torch.bfloat16)}
-    train_flops = 3 * forward_flops(encode(load_tokenizer(checkpoint), task.splits["train"], protocol.max_length,
-                                           regression=False).lengths, config) / len(task.splits["train"])
-    eval_flops = forward_flops(encode(load_tokenizer(checkpoint), task.splits["test"], protocol.max_length,
-                                      regression=False).lengths, config) / len(task.splits["test"])
+    tokenizer = load_tokenizer(checkpoint)
+
+    def flops_per_example(split: str) -> float:
+        lengths = encode(tokenizer, task.splits[split], protocol.max_length, regression=False).lengths
+        return forward_flops(lengths, config) / len(lengths)
+
+    train_flops, eval_flops = 3 * flops_per_example("train"), flops_per_example("test")
 
     def fraction(rows: list[dict], field: str, flops: float, precision: str) -> dict:
         return mean_std([row[field] * flops / peaks[precision] for row in rows])
