@@ -53,6 +53,38 @@ def tiny_bert(tmp_path_factory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+def save_tiny_lm(folder: Path, kind: str = "llama", seed: int = 0) -> Path:
+    """A 2-layer random generative LM (``llama``: causal; ``t5``: seq2seq) with MiniLM's tokenizer, saved as a
+    Hugging Face folder (safetensors). Random, but a real model: scores through it are real computations."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    from upcycle.checkpoints import load_tokenizer
+
+    torch.manual_seed(seed)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0))
+    else:
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=30522, d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, decoder_start_token_id=0,
+            pad_token_id=0, eos_token_id=102))
+    model.save_pretrained(folder, safe_serialization=True)
+    load_tokenizer(resolve_checkpoint("minilm")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> Path:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-t5"), "t5")
+
+
 def sentiment_rows(count: int, seed: int) -> list[dict]:
     """Separable toy sentiment: a positive or negative cue word among filler words."""
     rng = random.Random(seed)

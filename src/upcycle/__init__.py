@@ -6,7 +6,7 @@ not pay for pandas, scipy or Ray and ``import upcycle`` stays cheap. Where each 
 - ``zoo``: finetune (recorded in the store), build_zoo, register, zoo_add
 - ``tasks``, ``checkpoints``, ``protocols``, ``specs``: the values every capability passes around
 - ``store`` and ``execute``: the SQLite records and the one executor (in-process, process pool, Ray)
-- ``ranking``, ``selection``, ``merging``, ``fusion``: one package per capability
+- ``ranking``, ``selection``, ``merging``, ``fusion``, ``scoring``: one package per capability
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ _EXPORTS = {
     "protocols": ("PRESETS", "Protocol", "get_protocol"),
     "ranking": ("Bench", "build_leaderboard", "grid_frame", "load_bench", "plan_bench", "run_bench"),
     "report": ("analyze", "write_report"),
+    "scoring": ("ScoreResult", "score"),
     "selection": ("Selection", "evaluate_selection", "select"),
     "specs": ("FinetuneResult", "FinetuneSpec"),
     "store": ("Store",),
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # static analysers see the lazy imports
     from .protocols import PRESETS, Protocol, get_protocol
     from .ranking import Bench, build_leaderboard, grid_frame, load_bench, plan_bench, run_bench
     from .report import analyze, write_report
+    from .scoring import ScoreResult, score
     from .selection import Selection, evaluate_selection, select
     from .specs import FinetuneResult, FinetuneSpec
     from .store import Store

@@ -33,6 +33,10 @@ class ConfigError(UpcycleError):
     """A protocol or option value is invalid."""
 
 
+class TemplateError(UpcycleError):
+    """A prompt template is unusable for a task (bad YAML or Jinja, a missing column, a bad verbalizer)."""
+
+
 def validation_problems(error: ValidationError, where: str = "") -> str:
     """pydantic's errors as one line: ``field.path: message; other: message`` (``where`` names a whole-model
     error, whose location is empty)."""

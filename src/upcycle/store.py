@@ -1,5 +1,5 @@
 """The results store: one SQLite file (WAL mode) holding checkpoints, tasks, finetune results, bench
-definitions, the estimators' feature cache and imported gains (portable leaderboards).
+definitions, the estimators' feature cache, imported gains (portable leaderboards) and zero-shot scores.
 
 Results are keyed by :meth:`FinetuneSpec.key`, so a spec that is already stored is never trained again.
 The schema is versioned with SQLite's ``user_version``; opening an older database applies the missing
@@ -100,6 +100,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (source, base)
     );
     CREATE INDEX imported_gains_arch ON imported_gains (arch);
+    """,
+    # 5: zero-shot scores of generative LMs (``upcycle score``): one row per (model, task, template, method,
+    # options), with every option's score of every example (float64, examples x options)
+    """
+    CREATE TABLE zero_shot_scores (
+        key TEXT PRIMARY KEY,
+        model_fingerprint TEXT NOT NULL,
+        task_fingerprint TEXT NOT NULL,
+        task_name TEXT NOT NULL,
+        method TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        result TEXT NOT NULL,
+        option_scores BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX zero_shot_scores_task ON zero_shot_scores (task_fingerprint);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -337,6 +353,36 @@ class Store:
                 "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?)",
                 (checkpoint, task, sample, array.shape[0], array.shape[1], array.tobytes(), cpu_seconds, _now()),
             )
+
+    # ---------------------------------------------------------------- zero-shot scores
+
+    def get_zero_shot(self, key: str) -> tuple[dict[str, Any], np.ndarray] | None:
+        """The stored ``(result, option scores (n, K) float64)`` of a scoring spec key; None if absent or damaged."""
+        row = self._db.execute("SELECT result, option_scores FROM zero_shot_scores WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        result = json.loads(row[0])
+        n, width = result["n"], result["num_options"]
+        if len(row[1]) != n * width * 8:  # a damaged row is recomputed, never served
+            return None
+        return result, np.frombuffer(row[1], dtype=np.float64).reshape(n, width).copy()
+
+    def put_zero_shot(self, key: str, spec: dict[str, Any], result: dict[str, Any], scores: np.ndarray) -> None:
+        array = np.ascontiguousarray(scores, dtype=np.float64)
+        if array.shape != (result["n"], result["num_options"]):
+            raise StoreError(f"Option scores of shape {array.shape} do not match n={result['n']} and "
+                             f"{result['num_options']} options.")
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO zero_shot_scores VALUES (?,?,?,?,?,?,?,?,?)",
+                       (key, spec["model_fingerprint"], spec["task_fingerprint"], result["task"], spec["method"],
+                        json.dumps(spec, sort_keys=True), json.dumps(result, sort_keys=True), array.tobytes(), _now()))
+
+    def zero_shot_results(self, *, task: str | None = None) -> list[dict[str, Any]]:
+        """Stored zero-shot results (the result objects), newest first, optionally for one task name."""
+        query, args = "SELECT result FROM zero_shot_scores", ()
+        if task is not None:
+            query, args = query + " WHERE task_name = ?", (task,)
+        return [json.loads(row[0]) for row in self._db.execute(query + " ORDER BY created_at DESC", args)]
 
     # ---------------------------------------------------------------- zoo
 

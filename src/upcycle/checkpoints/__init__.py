@@ -8,6 +8,7 @@ from .loading import (
     check_finite,
     head_modules,
     load_for_classification,
+    load_language_model,
     load_tokenizer,
     quiet_transformers,
     reinitialize,
@@ -27,6 +28,6 @@ from .screening import first_nonfinite_tensor, require_finite_weights
 __all__ = [
     "DEFAULT_BASE", "FLOATING_DTYPES", "PROVENANCE_FILE", "ArchKey", "Checkpoint", "CheckpointRef", "TensorEntry",
     "atomic_directory", "check_finite", "describe", "first_nonfinite_tensor", "head_modules",
-    "load_for_classification", "load_tokenizer", "quiet_transformers", "read_safetensors_header", "reinitialize",
+    "load_for_classification", "load_language_model", "load_tokenizer", "quiet_transformers", "read_safetensors_header", "reinitialize",
     "require_finite_weights", "resolve_checkpoint", "save_checkpoint", "tensor_index",
 ]

@@ -57,6 +57,37 @@ def load_for_classification(checkpoint: Checkpoint, label_names: tuple[str, ...]
     return model
 
 
+def load_language_model(checkpoint: Checkpoint):
+    """A generative LM for scoring: ``(model, is_seq2seq)``, in eval mode, its weights checked finite.
+
+    Encoder-decoder configs (T5, BART) load as seq2seq LMs, everything else as causal LMs. A checkpoint without
+    a trained output layer (an encoder such as MiniLM, whose LM head transformers would initialise at random) is
+    refused: its scores would be noise.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM  # lazy: transformers is slow to import
+
+    is_seq2seq = bool(checkpoint.config.get("is_encoder_decoder", False))
+    auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+    try:
+        with quiet_transformers():
+            model, info = auto.from_pretrained(checkpoint.path, use_safetensors=not checkpoint.is_pickle,
+                                               trust_remote_code=False, output_loading_info=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{checkpoint.path}: cannot load as a {'seq2seq' if is_seq2seq else 'causal'} language model "
+            f"({type(error).__name__}: {str(error)[:200]}); zero-shot scoring needs a generative LM with an LM head."
+        ) from None
+    missing = [name for name in info.get("missing_keys", []) if "head" in name or "predictions" in name
+               or name.endswith("decoder.weight")]
+    if missing:
+        raise CheckpointError(
+            f"{checkpoint.path}: has no trained language-model head (missing {', '.join(sorted(missing)[:3])}); "
+            "zero-shot scoring needs a causal or seq2seq LM (for example smollm2), not an encoder."
+        )
+    check_finite(model, checkpoint.path)
+    return model.eval(), is_seq2seq
+
+
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars (upcycle draws its own)."""

