@@ -25,7 +25,7 @@ _EXPORTS = {
     "protocols": ("PRESETS", "Protocol", "get_protocol"),
     "ranking": ("Bench", "build_leaderboard", "grid_frame", "load_bench", "plan_bench", "run_bench"),
     "report": ("analyze", "write_report"),
-    "scoring": ("ScoreResult", "score"),
+    "scoring": ("ScoreResult", "flip_train", "score"),
     "selection": ("Selection", "evaluate_selection", "select"),
     "specs": ("FinetuneResult", "FinetuneSpec"),
     "store": ("Store",),
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # static analysers see the lazy imports
     from .protocols import PRESETS, Protocol, get_protocol
     from .ranking import Bench, build_leaderboard, grid_frame, load_bench, plan_bench, run_bench
     from .report import analyze, write_report
-    from .scoring import ScoreResult, score
+    from .scoring import ScoreResult, flip_train, score
     from .selection import Selection, evaluate_selection, select
     from .specs import FinetuneResult, FinetuneSpec
     from .store import Store

@@ -66,3 +66,15 @@ def test_truncation_cuts_the_context_from_the_left_never_the_continuation(tiny_l
 def test_an_encoder_without_lm_head_is_refused(tiny_bert):
     with pytest.raises(CheckpointError, match="language-model head|generative LM"):
         load_language_model(str(tiny_bert), device="cpu")
+
+
+def test_without_logits_by_mask_every_position_is_computed_then_the_scored_ones_kept(tiny_llama, monkeypatch):
+    from upcycle.scoring import loglikelihood as module
+
+    lm = load_language_model(str(tiny_llama), device="cpu")
+    contexts, continuations, groups = flipped_requests()
+    fast = loglikelihood(lm, contexts, continuations, groups=groups)
+    monkeypatch.setattr(module, "_keeps_logits_by_mask", lambda: False)  # an older transformers
+    fallback = loglikelihood(lm, contexts, continuations, groups=groups)
+    for a, b in zip(fast, fallback):
+        np.testing.assert_allclose(a, b, atol=1e-6)

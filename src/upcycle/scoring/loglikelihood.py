@@ -240,7 +240,7 @@ def _run_causal(lm: LanguageModel, requests: list[_Request], groups: list[int], 
     units = [(_shared_prefix(group), group) for group in members.values()]
     vocab = lm.model.get_output_embeddings().weight.shape[0]
     parameters = inspect.signature(lm.model.forward).parameters
-    keeps_logits = "logits_to_keep" in parameters
+    keeps_logits = "logits_to_keep" in parameters and _keeps_logits_by_mask()
     cache_argument = "cache" if "cache" in parameters else "past_key_values"  # renamed in transformers 5.x
     device = torch.device(lm.device)
     pad = _pad_id(lm.tokenizer)
@@ -325,6 +325,14 @@ def _run_seq2seq(lm: LanguageModel, requests: list[_Request], groups: list[int],
             if progress is not None:
                 progress(len(rows))
     return results
+
+
+def _keeps_logits_by_mask() -> bool:
+    """Whether this transformers accepts a boolean ``(rows, positions)`` mask as ``logits_to_keep`` (the helper
+    that implements it came with that form); older versions get every position's logits, then the kept ones."""
+    from transformers import modeling_utils  # lazy: transformers is slow to import
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
 
 
 def _right_padded(sequences: list[list[int]], pad: int, device: Any):
