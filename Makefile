@@ -10,7 +10,7 @@ export UPCYCLE_DATA_DIR := $(abspath $(DATA))
 UPCYCLE := $(VENV)/bin/upcycle
 FAST := --set train_precision=bf16
 
-.PHONY: setup demo test bench throughput recycling selection merging fusion merge-vs-mergekit clean
+.PHONY: setup browser demo test bench throughput recycling selection merging fusion merge-vs-mergekit site clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ demo: setup
 	$(UPCYCLE) zoo build --base minilm --sources sst2,ag_news,mrpc,dair_emotion --out runs/demo-zoo $(FAST)
 	$(UPCYCLE) select $(DATA)/poem_sentiment --verify-top 2 --save runs/demo-best $(FAST)
 
-test: setup
+# headless Chromium for the site's browser test (Debian's `chromium`), installed when missing and this runs as root
+# with apt; where it cannot be installed the test is skipped and says why
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+	  echo "chromium could not be installed: the site's browser test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup
@@ -67,5 +75,10 @@ fusion: setup
 merge-vs-mergekit: setup .venv-mergekit/.installed
 	$(PY) benchmarks/merge_vs_mergekit.py --mergekit .venv-mergekit/bin/mergekit-yaml
 
+# the leaderboard site of the committed MiniLM results (grid, selection, merges, fusion) in site/; open site/index.html
+# or serve it: .venv/bin/python -m http.server -d site -b 127.0.0.1 0
+site: setup
+	$(PY) benchmarks/site_minilm.py --out site
+
 clean:
-	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo runs/demo-best
+	rm -rf $(VENV) upcycle.db upcycle.db-wal upcycle.db-shm runs/demo-zoo runs/demo-best site

@@ -24,7 +24,7 @@ _EXPORTS = {
     "merging": ("MergeConfig", "merge"),
     "protocols": ("PRESETS", "Protocol", "get_protocol"),
     "ranking": ("Bench", "build_leaderboard", "grid_frame", "load_bench", "plan_bench", "run_bench"),
-    "report": ("analyze", "write_report"),
+    "report": ("analyze", "build_site", "write_report"),
     "scoring": ("ScoreResult", "flip_train", "score"),
     "selection": ("Selection", "evaluate_selection", "select"),
     "specs": ("FinetuneResult", "FinetuneSpec"),
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # static analysers see the lazy imports
     from .merging import MergeConfig, merge
     from .protocols import PRESETS, Protocol, get_protocol
     from .ranking import Bench, build_leaderboard, grid_frame, load_bench, plan_bench, run_bench
-    from .report import analyze, write_report
+    from .report import analyze, build_site, write_report
     from .scoring import ScoreResult, flip_train, score
     from .selection import Selection, evaluate_selection, select
     from .specs import FinetuneResult, FinetuneSpec

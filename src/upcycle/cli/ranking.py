@@ -246,6 +246,8 @@ def report(
     bench_name: BenchOption = None,
     probe_target: ProbeTargetOption = None,
     probe_examples: ProbeExamplesOption = 500,
+    plots: Annotated[bool, typer.Option(
+        "--plots", help="Also PREFIX_gains and PREFIX_heatmap as SVG and PNG (the site's figures).")] = False,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
     """Write a bench's grid (PREFIX.csv), leaderboard (PREFIX_leaderboard.md) and analysis (.md, .json)."""
@@ -253,5 +255,5 @@ def report(
 
     with Store(db) as store:
         written = write_report(store, out, prefix, bench_name, probe_target=probe_target,
-                               probe_examples=probe_examples)
+                               probe_examples=probe_examples, plots=plots)
     console.print(f"wrote {', '.join(path.name for path in written)} to {escape(str(out))}", highlight=False)

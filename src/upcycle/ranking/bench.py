@@ -23,6 +23,7 @@ from ..protocols import Protocol, get_protocol
 from ..specs import FinetuneResult, FinetuneSpec
 from ..store import Store, ZooEntry
 from ..tasks import Suite, TaskRef, load_suite, load_task
+from ..tasks.suites import OVERLAP_GROUPS
 from ..training import embed, linear_probe_score
 from ..zoo import register, resolve_candidate
 
@@ -147,6 +148,65 @@ def load_bench(store: Store, name: str | None = None) -> Bench:
         if bench_name == name:
             return Bench.model_validate_json(definition)
     raise ConfigError(f"No bench named '{name}'; saved benches: {', '.join(row[0] for row in saved)}.")
+
+
+def benches_from_results(store: Store) -> list[Bench]:
+    """Benches nobody planned, read off the stored finetunes (``select --verify-top``, single ``finetune`` runs):
+    for each vanilla base (a zoo checkpoint without a recorded base that another checkpoint descends from) and
+    protocol, the targets on which both it and another checkpoint of its architecture were finetuned, where some of
+    those cells belong to no saved bench. The seeds are those the base has there; the built-in overlap groups apply.
+    Named ``results-<base>`` (``-<protocol>`` added when a base has several). Returned, never saved: views only.
+    """
+    saved = store.benches()
+    covered = {spec.key() for _, _, definition in saved for spec in Bench.model_validate_json(definition).specs()}
+    taken = {name for name, _, _ in saved}
+    entries = store.checkpoints()
+    parents = {entry.base_fingerprint for entry in entries if entry.base_fingerprint}
+    benches = []
+    for root in (e for e in entries if e.base_fingerprint is None and e.fingerprint in parents):
+        groups: dict[str, dict[str, Any]] = {}  # protocol (without its name) -> targets, seeds, cells
+        for row in store.results_for(root.fingerprint):
+            spec = FinetuneSpec.model_validate_json(row["spec"])
+            group = groups.setdefault(spec.protocol.model_dump_json(exclude={"name"}), {
+                "protocol": spec.protocol, "targets": {}, "seeds": {}, "candidates": {}, "fresh": set()})
+            group["targets"].setdefault(spec.task.fingerprint, spec.task)
+            group["seeds"].setdefault(spec.task.fingerprint, set()).add(spec.seed)
+            if spec.key() not in covered:
+                group["fresh"].add(spec.task.fingerprint)
+        for other in (e for e in entries if e.arch == root.arch and e.fingerprint != root.fingerprint):
+            for row in store.results_for(other.fingerprint):
+                spec = FinetuneSpec.model_validate_json(row["spec"])
+                group = groups.get(spec.protocol.model_dump_json(exclude={"name"}))
+                if group is None or spec.task.fingerprint not in group["targets"]:
+                    continue
+                group["candidates"].setdefault(spec.task.fingerprint, {})[other.fingerprint] = other
+                if spec.key() not in covered:
+                    group["fresh"].add(spec.task.fingerprint)
+        for group in groups.values():
+            chosen = [fp for fp in group["targets"] if fp in group["candidates"] and fp in group["fresh"]]
+            if not chosen:
+                continue
+            targets, names = [], set()
+            for fingerprint in sorted(chosen, key=lambda fp: group["targets"][fp].name):
+                task = group["targets"][fingerprint]
+                if task.name in names:  # two tasks of one name: names identify targets in the views
+                    task = task.model_copy(update={"name": f"{task.name} [{fingerprint[:8]}]"})
+                names.add(task.name)
+                targets.append(task)
+            candidates = {fp: entry for target in chosen for fp, entry in group["candidates"][target].items()}
+            name = f"results-{root.name}" + (f"-{group['protocol'].name}" if len(groups) > 1 else "")
+            while name in taken:
+                name += "-stored"
+            taken.add(name)
+            benches.append(Bench(
+                name=name, arch=root.arch, base=Candidate(checkpoint=root.ref()),
+                candidates=tuple(sorted((_candidate(e) for e in candidates.values()), key=lambda c: c.checkpoint.name)),
+                targets=tuple(targets),
+                seeds=tuple(sorted(set().union(*(group["seeds"][fp] for fp in chosen)))),
+                protocol=group["protocol"],
+                overlap_groups=tuple(tuple(sorted(g)) for g in OVERLAP_GROUPS),
+            ))
+    return benches
 
 
 def run_bench(

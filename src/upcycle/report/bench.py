@@ -15,6 +15,7 @@ from ..store import Store
 from .files import write_atomic
 from .leaderboard import to_markdown
 from .markdown import markdown_cell, markdown_code
+from .plots import bench_figures, write_figures
 
 GRID_CSV_COLUMNS = ["candidate", "fingerprint", "target", "seed", "metric", "score"]
 
@@ -44,21 +45,26 @@ def analyze(store: Store, bench: Bench | str | None = None, *, probe_target: str
 
 
 def write_report(store: Store, out: str | Path, prefix: str, bench: Bench | str | None = None, *,
-                 probe_target: str | None = None, probe_examples: int = 500) -> list[Path]:
+                 probe_target: str | None = None, probe_examples: int = 500, plots: bool = False) -> list[Path]:
     """Write a bench's grid (``PREFIX.csv``), leaderboard (``PREFIX_leaderboard.md``) and analysis
-    (``PREFIX_analysis.md`` and ``.json``) to ``out``, each atomically; return the paths written."""
+    (``PREFIX_analysis.md`` and ``.json``) to ``out``, each atomically; return the paths written. With ``plots``,
+    also the site's figures as SVG and PNG: ``PREFIX_gains`` (average gain and 95% interval per candidate) and
+    ``PREFIX_heatmap`` (gain per candidate and target)."""
     grid = bench if isinstance(bench, Bench) else load_bench(store, bench)
     frame = grid_frame(grid, store)
     board = build_leaderboard(grid, store)
     result = analyze(store, grid, probe_target=probe_target, probe_examples=probe_examples)
     out = Path(out)
     table = frame.sort_values(["candidate", "target", "seed"])[GRID_CSV_COLUMNS].to_csv(index=False)
-    return [
+    written = [
         write_atomic(out / f"{prefix}.csv", table),
         write_atomic(out / f"{prefix}_leaderboard.md", to_markdown(board)),
         write_atomic(out / f"{prefix}_analysis.md", analysis_markdown(grid, result)),
         write_atomic(out / f"{prefix}_analysis.json", json.dumps(result, indent=2) + "\n"),
     ]
+    if plots:
+        written += write_figures(bench_figures(board), out, prefix)
+    return written
 
 
 def analysis_markdown(bench: Bench, result: dict[str, Any]) -> str:

@@ -6,15 +6,15 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and one ``os.replace``; a crash or
-    interruption leaves either the old file or the new one. Permissions follow the umask (readable by others
-    where the umask allows), unlike :func:`tempfile.mkstemp`'s private 0600."""
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file in the same folder and one ``os.replace``; a
+    crash or interruption leaves either the old file or the new one. Permissions follow the umask (readable by
+    others where the umask allows), unlike :func:`tempfile.mkstemp`'s private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        staging.write_text(text)
+        staging.write_bytes(text) if isinstance(text, bytes) else staging.write_text(text)
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
