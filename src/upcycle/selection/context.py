@@ -155,11 +155,6 @@ class FeatureCache:
         return found[0]
 
 
-def normalize(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (sentence-embedding convention of all-MiniLM-L6-v2): (n, d) -> (n, d)."""
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-
 class EstimatorUnavailable(UpcycleError):
     """This estimator cannot score this target (too few examples, no source data, no bench results...)."""
 

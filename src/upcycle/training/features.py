@@ -3,6 +3,8 @@
 ``embed`` runs the checkpoint's encoder once over a split (length-sorted batches, bf16 autocast where the CPU
 has it) and mean-pools the last hidden states; ``linear_probe_score`` cross-validates a logistic regression
 (ridge for regression) on those features. A probe costs one forward pass, a small fraction of a finetune.
+``nearest_votes`` is the nearest-instance vote of Retrieval of Experts, shared by the ``retrieval`` selection
+estimator and the expert LMs' router (:mod:`upcycle.scoring.experts`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,30 @@ def embed(
             mask = inputs["attention_mask"].unsqueeze(-1).float()  # (b, length, 1)
             features[indices] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
     return features
+
+
+def normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (sentence-embedding convention of all-MiniLM-L6-v2): (n, d) -> (n, d)."""
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_votes(sources: list[np.ndarray], queries: np.ndarray) -> np.ndarray:
+    """Votes per source (len(sources),): each query row (q, d) votes for the source of its nearest (cosine) row.
+
+    An exact tie between rows of two sources goes to the source listed first (numpy's ``argmax``).
+    """
+    owners = np.concatenate([np.full(len(s), i) for i, s in enumerate(sources)])
+    similarity = normalize(queries) @ normalize(np.concatenate(sources)).T  # (q, total)
+    return np.bincount(owners[similarity.argmax(1)], minlength=len(sources)).astype(float)
+
+
+def mean_best_similarity(sources: list[np.ndarray], queries: np.ndarray) -> np.ndarray:
+    """Per source (len(sources),): the mean over the query rows (q, d) of the cosine to that source's nearest row.
+
+    Orders sources that :func:`nearest_votes` gives equal votes (zero, say) by how close they come to the queries.
+    """
+    unit = normalize(queries)
+    return np.array([float((unit @ normalize(source).T).max(axis=1).mean()) for source in sources])
 
 
 def probe_folds(labels: np.ndarray, regression: bool, folds: int = PROBE_FOLDS) -> int:

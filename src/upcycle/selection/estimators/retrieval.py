@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..context import EstimatorUnavailable, SelectionContext, normalize
+from ...training.features import nearest_votes
+from ..context import EstimatorUnavailable, SelectionContext
 from .base import Estimator, register_estimator
 
+# The vote itself (nearest_votes) is shared with the expert LMs' router, upcycle.scoring.experts.
 SOURCE_EXAMPLES = 100
 QUERIES = 32
 
-
-def nearest_votes(sources: list[np.ndarray], queries: np.ndarray) -> np.ndarray:
-    """Votes per source (len(sources),): each query row (q, d) votes for the source of its nearest row."""
-    owners = np.concatenate([np.full(len(s), i) for i, s in enumerate(sources)])
-    similarity = normalize(queries) @ normalize(np.concatenate(sources)).T  # (q, total)
-    return np.bincount(owners[similarity.argmax(1)], minlength=len(sources)).astype(float)
+__all__ = ["QUERIES", "SOURCE_EXAMPLES", "RetrievalOfExperts", "nearest_votes"]
 
 
 @register_estimator

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..context import EstimatorUnavailable, SelectionContext, normalize
+from ...training.features import normalize
+from ..context import EstimatorUnavailable, SelectionContext
 from .base import Estimator, register_estimator
 
 SOURCE_EXAMPLES = 100
