@@ -82,8 +82,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     except Exception as error:
         raise CheckpointError(f"{gguf}: cannot read as a GGUF language model ({type(error).__name__}: {error}).") from None
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
