@@ -278,11 +278,7 @@ def _run_causal(lm: LanguageModel, requests: list[_Request], groups: list[int], 
             lm.cost.tokens += sum(len(s) for s in suffixes)
             targets = torch.tensor([t for _, _, m in rows for t in m.continuation], device=device)
             picked = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
-            offset = 0
-            for _, _, member in rows:
-                n = len(member.continuation)
-                results[member.index] = picked[offset:offset + n].double().cpu().numpy()
-                offset += n
+            results.update(_per_request(picked, [member for _, _, member in rows]))
             if progress is not None:
                 progress(len(rows))
     return results
@@ -317,14 +313,18 @@ def _run_seq2seq(lm: LanguageModel, requests: list[_Request], groups: list[int],
             lm.cost.tokens += sum(len(c) for c in contexts) + sum(len(m.continuation) for m in rows)
             keep = label_mask.bool()
             picked = torch.log_softmax(logits[keep].float(), dim=-1).gather(1, labels[keep][:, None])[:, 0]
-            offset = 0
-            for member in rows:
-                n = len(member.continuation)
-                results[member.index] = picked[offset:offset + n].double().cpu().numpy()
-                offset += n
+            results.update(_per_request(picked, rows))
             if progress is not None:
                 progress(len(rows))
     return results
+
+
+def _per_request(picked: Any, members: list[_Request]) -> dict[int, np.ndarray]:
+    """Split the scored tokens' log-probs ``(sum of continuation lengths,)``, laid out member after member, into
+    one float64 array per request index."""
+    values = picked.double().cpu().numpy()
+    ends = np.cumsum([len(member.continuation) for member in members])
+    return {member.index: values[end - len(member.continuation):end] for member, end in zip(members, ends)}
 
 
 def _keeps_logits_by_mask() -> bool:
