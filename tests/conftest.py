@@ -97,6 +97,26 @@ def sentiment_rows(count: int, seed: int) -> list[dict]:
     return rows
 
 
+def write_cue_task(root: Path, name: str, labels: list[str], cues: dict[str, list[str]], filler: list[str],
+                   sizes=(48, 8, 40), seed: int = 0) -> Path:
+    """A classification task folder in the shared datasets' layout: each text is 3 filler words and one cue word
+    of its label (``cues[label]``), shuffled; ``sizes`` are the train / validation / test counts."""
+    rng = random.Random(seed)
+    folder = root / name
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"name": name, "task": "classification", "inputs": ["text"],
+                                                     "label_names": labels}))
+    for split, count in zip(("train", "validation", "test"), sizes):
+        rows = []
+        for _ in range(count):
+            label = rng.randrange(len(labels))
+            words = rng.sample(filler, 3) + [rng.choice(cues[labels[label]])]
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": label})
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     """Write rows as CSV, TSV, JSONL or Parquet, chosen by the suffix."""
     import pandas as pd

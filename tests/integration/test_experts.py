@@ -6,12 +6,11 @@ merging but allowed alone, an empty expert zoo refused, and the CLI (exit 2 on e
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_tiny_lm
+from conftest import save_tiny_lm, write_cue_task
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
@@ -31,20 +30,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def toy_task(root: Path, name: str, labels: list[str], sizes=(48, 8, 40), seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    folder = root / name
-    folder.mkdir()
-    (folder / "dataset.json").write_text(json.dumps({"name": name, "task": "classification", "inputs": ["text"],
-                                                     "label_names": labels}))
-    for split, count in zip(("train", "validation", "test"), sizes):
-        rows = []
-        for _ in range(count):
-            label = rng.randrange(len(labels))
-            words = rng.sample(FILLER, 3) + [rng.choice(WORDS[labels[label]])]
-            rng.shuffle(words)
-            rows.append({"text": " ".join(words), "label": label})
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return folder
+    return write_cue_task(root, name, labels, WORDS, FILLER, sizes, seed)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ tasks through the real MiniLM with the index cached in the store (expert weights
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_cue_task
 
 from upcycle.errors import ConfigError, TaskError
 from upcycle.scoring import experts as module
@@ -36,20 +35,7 @@ FILLER = {"reviews": ["the", "movie", "film", "plot", "acting"], "topics": ["tod
 
 
 def toy_task(root: Path, name: str, labels: list[str], filler: str, sizes=(60, 8, 40), seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    folder = root / name
-    folder.mkdir()
-    (folder / "dataset.json").write_text(json.dumps({"name": name, "task": "classification", "inputs": ["text"],
-                                                     "label_names": labels}))
-    for split, count in zip(("train", "validation", "test"), sizes):
-        rows = []
-        for _ in range(count):
-            label = rng.randrange(len(labels))
-            words = rng.sample(FILLER[filler], 3) + [rng.choice(WORDS[labels[label]])]
-            rng.shuffle(words)
-            rows.append({"text": " ".join(words), "label": label})
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return folder
+    return write_cue_task(root, name, labels, WORDS, FILLER[filler], sizes, seed)
 
 
 def fake_expert(store, task_folder: Path, name: str, base: str = "b" * 64, objective: str = "direct") -> None:
