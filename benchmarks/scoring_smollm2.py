@@ -119,6 +119,7 @@ def main() -> None:
                              "correct": (result.predictions == labels).astype(int).tolist()})
                 print(f"{arm:13s} {method:8s} {name:17s} seed {seed}: accuracy {result.accuracy:.3f} "
                       f"macro-F1 {result.macro_f1:.3f}{' (stored)' if result.cached else ''}", flush=True)
+            write_results(args, sets, rows, training, complete=False)
 
         for method in ("direct", "channel", "flipped"):  # the untrained model first: cheapest, and seed-free
             evaluate("smollm2", "smollm2", method, None)
@@ -136,9 +137,17 @@ def main() -> None:
                 print(f"meta-trained {objective} seed {seed}: loss {trained.loss_curve[0]:.3f} -> "
                       f"{trained.final_loss:.3f}, {trained.seconds:.0f}s", flush=True)
                 evaluate(f"{objective}-meta", str(out), objective, seed)
+    print(json.dumps(write_results(args, sets, rows, training, complete=True), indent=2))
+
+
+def write_results(args: argparse.Namespace, sets: dict[str, dict], rows: list[dict], training: list[dict], *,
+                  complete: bool) -> dict:
+    """Write what is measured so far to ``args.out`` (``complete`` false until every arm is scored); returns the
+    summary. Written after every arm, so an interrupted run leaves its results behind, not only its store."""
     summary = summarize(rows, sets)
     write_atomic(args.out, json.dumps({
         "claim": "Flipped-meta-trained beats DIRECT-meta-trained on unseen tasks, most on unseen labels",
+        "complete": complete,
         "meta_training_tasks": META_TRAIN, "unseen_tasks": UNSEEN, "label_sets": sets,
         "settings": {"seeds": args.seeds, "steps": args.steps, "examples_per_task": args.examples_per_task,
                      "eval_examples": args.eval_examples, "normalize": "sum", "calibrate": "none"},
@@ -146,8 +155,7 @@ def main() -> None:
         "rows": [{k: v for k, v in row.items() if k != "correct"} for row in rows],
         "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scoring_smollm2.py",
     }, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-
+    return summary
 
 def summarize(rows: list[dict], sets: dict[str, dict]) -> dict:
     """Per (model, method): mean accuracy over unseen tasks with its interval, overall and per label category;
