@@ -61,12 +61,12 @@ def score(
                   f"{first.num_options} options), template {escape(first.template)}, normalize {first.normalize}, "
                   f"calibrate {first.calibrate}", highlight=False)
     table = Table()
-    for column in ("method", "scores", "accuracy", "macro-F1", "tokens", "seconds", "tokens/s", ""):
-        table.add_column(column, justify="left" if column in ("method", "scores", "") else "right")
+    for column in ("method", "scores", "accuracy", "macro-F1", "tokens", "seconds", "tokens/s", "device"):
+        table.add_column(column, justify="left" if column in ("method", "scores", "device") else "right")
     for result in results:
         table.add_row(result.method, result.formula, f"{result.accuracy:.4f}", f"{result.macro_f1:.4f}",
                       f"{result.tokens:,}", f"{result.seconds:.1f}", f"{result.tokens_per_second:.0f}",
-                      "stored" if result.cached else escape(result.device))
+                      escape(result.device) + (" (stored)" if result.cached else ""))
     console.print(table)
     if any(r.cached for r in results):
         console.print("stored results: nothing scored again (--force scores again)", style="dim")

@@ -171,6 +171,8 @@ def _run(lm, model_name: str, task: Task, template: Template, prompts, labels, m
         if progress is not None:
             progress(method.name, done, total)
 
+    advance(0)  # the phase's clock starts now, before the first batch, not when it finishes
+
     def loglik(contexts, continuations, groups):
         return lm.loglikelihood(contexts, continuations, groups=groups, progress=advance)
 
