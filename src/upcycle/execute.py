@@ -141,11 +141,13 @@ class RayExecutor:
             raise ConfigError("The Ray executor needs the 'ray' package: pip install 'ray>=2.9'.") from None
         if ray.is_initialized():
             return
+        # No address means a new local instance, never Ray's own default: that joins whatever cluster the machine's
+        # last `ray start` wrote to /tmp/ray/ray_current_cluster, and hangs if that cluster is gone.
+        address = self.address or os.environ.get("RAY_ADDRESS") or "local"
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            where = self.address or "a new local Ray instance"
+            where = "a new local Ray instance" if address == "local" else address
             raise UpcycleError(f"Could not connect to Ray at {where}: {error}") from None
 
     def map(self, function: Callable[[str], str], jobs: Sequence[Job], describe: Callable[[Job], str]

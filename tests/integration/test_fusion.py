@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -266,9 +268,18 @@ def test_contributors_and_evaluation_run_as_ray_tasks_on_a_local_cluster(tiny, s
     inner = (f"ip link set lo up && echo driver pid $$ >&2 && exec {sys.executable} -m upcycle fuse --executor ray --base {tiny} "
              f"--contributors sst2,mrpc --iterations 1 --eval-suite {suite} --eval-seeds 1 "
              f"--out {tmp_path / 'run'} --db {tmp_path / 'f.db'} {fast}")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
+    # A `ray start` that died without `ray stop` leaves its address behind; Ray's own default (address=None) would
+    # join it and hang (a CI run did, on port 6391 from the executor test). upcycle starts a new instance instead.
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:6391")
     env = dict(os.environ, UPCYCLE_DATA_DIR=str(shared_data), PYTHONPATH=str(Path(__file__).parents[2] / "src"),
-               COLUMNS="200")
-    done = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=600)
+               COLUMNS="200", RAY_TMPDIR=str(ray_tmp))
+    env.pop("RAY_ADDRESS", None)
+    try:
+        done = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     made = dict(re.findall(r": (\w+) contributed \(.*worker pid (\d+)\)", done.stderr))
     driver = re.search(r"driver pid (\d+)", done.stderr).group(1)  # the shell's pid, which exec hands to upcycle

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,17 @@ def test_ray_grid_survives_kill_of_driver_and_worker(tmp_path, shared_data):
     suite.write_text(yaml.safe_dump({"name": "ray", "targets": [str(shared_data / "poem_sentiment"),
                                                                   str(shared_data / "rotten_tomatoes")]}))
     extra = ["--seeds", "2", *(arg for item in FAST for arg in ("--set", item))]
+    # Ray's files (and the address file `ray start` writes) in a private, short directory, not the shared /tmp/ray
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-               TOKENIZERS_PARALLELISM="false", COLUMNS="200",
+               TOKENIZERS_PARALLELISM="false", COLUMNS="200", RAY_TMPDIR=str(ray_tmp),
                PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     inner = f"ip link set lo up && exec {sys.executable} {SCENARIO} {db} {suite} {base} 6391 -- {' '.join(extra)}"
-    completed = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env,
-                               timeout=600)
+    try:
+        completed = subprocess.run([*ISOLATE, "sh", "-c", inner], capture_output=True, text=True, env=env,
+                                   timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
 

@@ -50,7 +50,8 @@ JobsOption = Annotated[int | None, typer.Option(
     help="Workers of --executor pool (default: one per core on CPU, up to 8 per GPU as its memory allows).")]
 GpusPerJobOption = Annotated[float | None, typer.Option(
     help="Share of a GPU each Ray job asks for (0.125 packs 8 per GPU; default 0: the CPU).")]
-RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: start one here).")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    help="Ray cluster address, or 'auto' for the last `ray start` here (default: $RAY_ADDRESS, else a new local one).")]
 AllowPickleOption = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights. Only for trusted files.")]
 ProbeTargetOption = Annotated[str | None, typer.Option(help="Also rank by a linear probe on this task.")]
 ProbeExamplesOption = Annotated[int, typer.Option(help="Training examples for the probe.")]
