@@ -135,12 +135,24 @@ def main() -> None:
                                "queries": top1.route.queries, "chosen": list(merged.answered_by),
                                "oracle": oracle, "per_expert_accuracy": {e: r.accuracy for e, r in each.items()},
                                "notes": list(top1.route.notes)})
+                write_results(args, rows, routes, continual, training, complete=False)
             continual.append(continual_learning(args, store, seed, folder, train, built, multitask, labels,
                                                 options, training))
+            write_results(args, rows, routes, continual, training, complete=False)
+    print(json.dumps(write_results(args, rows, routes, continual, training, complete=True), indent=2))
+
+
+def write_results(args, rows: list[dict], routes: list[dict], continual: list[dict], training: list[dict], *,
+                  complete: bool) -> dict:
+    """Write what is measured so far to ``args.out`` and its Markdown table (``complete`` false until every seed's
+    systems and continual-learning run are in), so an interrupted run leaves its numbers behind; returns the
+    summary."""
+    merged_system = f"roe-merged-top{args.top_k}"
     summary = summarize(rows, routes, continual, merged_system)
     write_atomic(args.out, json.dumps({
         "claim": "Experts retrieved per unseen task (RoE) vs a multitask LM on the union of their tasks; "
                  "adding an expert leaves the others unchanged, retraining the multitask model does not",
+        "complete": complete,
         "meta_training_tasks": META_TRAIN, "unseen_tasks": UNSEEN, "new_task": args.new_task,
         "settings": {"seeds": args.seeds, "steps_per_expert": args.steps,
                      "multitask_steps": args.steps * len(META_TRAIN), "examples_per_task": args.examples_per_task,
@@ -151,8 +163,11 @@ def main() -> None:
         "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],
         "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/experts_smollm2.py",
     }, indent=2) + "\n")
-    write_atomic(args.out.with_suffix(".md"), markdown(summary, rows, continual, merged_system, args))
-    print(json.dumps(summary, indent=2))
+    table = markdown(summary, rows, continual, merged_system, args)
+    if not complete:
+        table = table.replace("\n\n", "\n\n**Partial results: the run is not finished.**\n\n", 1)
+    write_atomic(args.out.with_suffix(".md"), table)
+    return summary
 
 
 def gold_labels(name: str, eval_examples: int) -> np.ndarray:
@@ -223,8 +238,9 @@ def summarize(rows: list[dict], routes: list[dict], continual: list[dict], merge
     if "multitask" in averaged:
         summary["minus_multitask"] = {}
         for system in ("roe-top1", merged_system, "oracle", "base"):
-            if system in averaged:
-                mean, low, high = bootstrap_over_tasks(averaged[system], averaged["multitask"])
+            if system in averaged:  # on the tasks both have (a partial run has fewer for some systems)
+                both = {t: v for t, v in averaged[system].items() if t in averaged["multitask"]}
+                mean, low, high = bootstrap_over_tasks(both, averaged["multitask"])
                 summary["minus_multitask"][system] = {"points": 100 * mean, "ci95": [100 * low, 100 * high]}
     if routes:
         summary["roe_picked_the_oracle"] = statistics.fmean(  # the oracle or an expert tied with it
