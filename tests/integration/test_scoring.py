@@ -30,6 +30,10 @@ def test_score_matches_the_unbatched_reference_and_a_rerun_comes_from_the_store(
         assert all(r.n == 12 and r.num_options == 2 and not r.cached and r.tokens > 0 for r in first)
         again = score(shared_data / "sst2", model, method="flipped,direct", max_examples=12, store=store)
     assert [r.cached for r in again] == [True, True]
+    for result in [*first, *again]:  # the caveats, fresh or stored: 12 examples is small; one class, if so
+        assert result.notes[0].startswith("the test sample has 12 examples")
+        share = np.bincount(result.predictions).max() / 12
+        assert any("it predicts one class" in note for note in result.notes) == (share > 0.9)
     np.testing.assert_array_equal(again[1].option_scores, first[0].option_scores)
     assert again[0].accuracy == first[2].accuracy
     # the stored scores are the reference's: one full forward pass per (example, option), summed
@@ -51,6 +55,7 @@ def test_cli_prints_each_method_and_refuses_bad_templates(tiny_llama, shared_dat
                    "--calibrate", "content-free", "--normalize", "token", "--db", db)
     assert first.exit_code == 0, first.output
     assert "P(y | I, x)" in first.output and "9 examples, 3 options" in first.output
+    assert "note (direct): the test sample has 9 examples" in first.output  # a sample: not "the test split"
     second = invoke("score", shared_data / "cb", "--model", tiny_llama, "--max-examples", "9", "--method", "direct",
                     "--calibrate", "content-free", "--normalize", "token", "--db", db)
     assert "stored" in second.output and "nothing scored again" in second.output

@@ -68,6 +68,9 @@ def score(
                       f"{result.tokens:,}", f"{result.seconds:.1f}", f"{result.tokens_per_second:.0f}",
                       escape(result.device) + (" (stored)" if result.cached else ""))
     console.print(table)
+    for result in results:
+        for note in result.notes:
+            console.print(f"note ({result.method}): {escape(note)}", style="yellow", highlight=False)
     if any(r.cached for r in results):
         console.print("stored results: nothing scored again (--force scores again)", style="dim")
     console.print(f"stored in {escape(str(db))}", style="dim", highlight=False)

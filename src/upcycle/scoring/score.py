@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ..store import Store
 from ..tasks import Task, load_task
 from ..tasks.prompts import Template, template_for
 from ..training.devices import describe_device
+from ..training.metrics import caveats
 from .methods import Method, accuracy_and_macro_f1, check_options, option_scores, resolve_methods
 
 
@@ -56,6 +57,7 @@ class ScoreResult:
     cached: bool = False
     answered_by: tuple[str, ...] = ()  # model="experts": the expert(s) that answered (merged when several)
     route: Any = None  # model="experts": the ExpertRoute behind the choice
+    notes: tuple[str, ...] = ()  # what makes the score less certain than it looks (small test set, one class)
 
     @property
     def tokens_per_second(self) -> float:
@@ -73,7 +75,7 @@ class ScoreResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_RECORDED}
 
 
-_NOT_RECORDED = ("option_scores", "cached", "answered_by", "route")
+_NOT_RECORDED = ("option_scores", "cached", "answered_by", "route", "notes")
 
 
 def score(
@@ -157,7 +159,16 @@ def score(
                                kind=loaded.kind, num_labels=loaded.num_labels, sizes=loaded.sizes())
                 result = results[chosen.name]
                 store.put_zero_shot(result.key, specs[chosen.name], result.record(), result.option_scores)
-    return [results[m.name] for m in methods]
+    scored = "the test sample" if max_examples else "the test split"
+    return [_with_caveats(results[m.name], prompts, loaded, scored) for m in methods]
+
+
+def _with_caveats(result: ScoreResult, prompts, task: Task, scored: str) -> ScoreResult:
+    """``result`` with its caveats: a small test set, one option predicted for nearly every example."""
+    names = tuple(prompts[0].options) if prompts else None
+    notes = caveats(result.predictions, kind="classification", label_names=names, split_notes=task.notes,
+                    scored=scored)
+    return replace(result, notes=tuple(notes))
 
 
 def _run(lm, model_name: str, task: Task, template: Template, prompts, labels, method: Method, normalize: str,

@@ -47,7 +47,7 @@ ONE_CLASS_SHARE = 0.9  # predicting one class for more of the test set than this
 
 
 def caveats(predictions: np.ndarray, *, kind: str, label_names: tuple[str, ...] | None,
-            split_notes: tuple[str, ...] = ()) -> list[str]:
+            split_notes: tuple[str, ...] = (), scored: str = "the test split") -> list[str]:
     """What makes a test score less certain than it looks, in words a user can act on.
 
     Args:
@@ -55,13 +55,14 @@ def caveats(predictions: np.ndarray, *, kind: str, label_names: tuple[str, ...] 
         kind: ``classification`` or ``regression``.
         label_names: the class names (classification).
         split_notes: how the task's missing splits were made (``Task.notes``); those about the test split count.
+        scored: what the predictions cover, as the notes name it (``the test sample`` for a subsample).
     """
     notes = [note for note in split_notes if note.startswith("test")]
     count = len(predictions)
     if 0 < count < SMALL_TEST_SPLIT:
         weight = f"one example is {100 / count:.1f} points of accuracy" if kind == "classification" else (
             "a correlation on so few is loose")
-        notes.append(f"the test split has {count} examples ({weight}): differences of a few points can be noise; "
+        notes.append(f"{scored} has {count} examples ({weight}): differences of a few points can be noise; "
                      "compare several seeds")
     if kind == "classification" and count:
         shares = np.bincount(np.asarray(predictions, dtype=np.int64)) / count
