@@ -12,6 +12,7 @@ import torch
 from upcycle.scoring.flip_training import (
     MIN_ONE_MINUS_P,
     example_requests,
+    length_groups,
     likelihood_loss,
     step_examples,
     token_logprobs,
@@ -98,3 +99,14 @@ def test_wrong_options_are_capped_sampled_per_step_and_cover_every_class():
     assert draws[5] == wrong_options(fifty, 4, seed=0, step=5, index=3)  # deterministic
     assert len({tuple(d) for d in draws}) > 150 and set(np.concatenate(draws)) == set(range(50)) - {7}
     assert wrong_options(PROMPT, 4, seed=0, step=0, index=0) == [0, 1, 3]  # fewer than max_wrong: all of them
+
+
+def test_length_groups_put_rows_of_like_length_together_within_the_token_budget():
+    lengths = [30, 5, 200, 6, 28, 7]
+    groups = length_groups(lengths, 64)
+    assert sorted(i for g in groups for i in g) == list(range(6))  # every row once
+    assert groups == [[1, 3, 5], [4, 0], [2]]  # shortest first; 200 > 64 runs alone
+    assert all(len(g) * max(lengths[i] for i in g) <= 64 for g in groups if len(g) > 1)
+    assert length_groups(lengths, None) == [list(range(6))]  # one pass, in order
+    assert length_groups([], 64) == [] and length_groups([], None) == []
+    assert length_groups([3, 3, 3], 1) == [[0], [1], [2]]

@@ -80,6 +80,11 @@ FULL_LEARNING_RATE = 1e-5
 WARMUP_RATIO = 0.06
 MAX_GRAD_NORM = 1.0
 MIN_ONE_MINUS_P = 1e-6  # unlikelihood's floor on 1 - p: at p -> 1 the token costs -log(1e-6) = 13.8, not inf
+# Rows of a step run in forward passes of at most this many padded tokens, sorted by length so that rows of like
+# length share a pass: one pass over a whole step pads every row to the step's longest (a third of the tokens on
+# the shared tasks) and holds every activation at once. The loss and its gradient are the same sums either way
+# (LoRA's dropout masks are drawn per pass, so with dropout on, two budgets agree in distribution, not bitwise).
+MICRO_BATCH_TOKENS = 2048
 LOSS_WINDOW = 10  # final_loss: the mean of the last steps' losses (one batch alone is noisy)
 STATE_SUFFIX = ".partial-state"
 
@@ -133,6 +138,23 @@ def unlikelihood_loss(logprobs, mask):
                                   torch.log1p(-torch.exp(capped)))
     per_token = torch.where(mask, -log_one_minus_p, torch.zeros_like(log_one_minus_p))
     return per_token.sum() / mask.sum().clamp(min=1)
+
+
+def length_groups(lengths: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Indices of ``lengths`` cut into forward passes of at most ``budget`` padded tokens (rows x the longest).
+
+    Rows are taken shortest first, so each pass pads little; a row longer than ``budget`` runs alone. ``None``:
+    one pass holding every row, in the given order.
+    """
+    if budget is None:
+        return [list(range(len(lengths)))] if len(lengths) else []
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        if groups and (len(groups[-1]) + 1) * lengths[index] <= budget:  # sorted: this row is the longest so far
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,6 +265,7 @@ def flip_train(
     store: Store | None = None,
     name: str | None = None,
     progress: ProgressCallback | None = None,
+    micro_batch_tokens: int | None = MICRO_BATCH_TOKENS,
 ) -> FlipTrainResult:
     """Meta-train the causal LM ``model`` on ``tasks`` with Flipped Learning (or the ``direct`` baseline) and save
     it to ``out`` as an ordinary model folder.
@@ -266,7 +289,12 @@ def flip_train(
         store: register the result in this store's zoo, with the base and the tasks as its lineage.
         name: its zoo name (default: the folder's name).
         progress: a ``(phase, done, total)`` callback, called after every step.
+        micro_batch_tokens: a step's rows, sorted by length, run in forward passes of at most this many padded
+            tokens, their gradients summed (``None``: one pass per step). Speed and memory only: the loss and its
+            gradient are the same sums (dropout masks aside), so it is not part of what a resume must match.
     """
+    if micro_batch_tokens is not None and micro_batch_tokens < 1:
+        raise ConfigError(f"micro_batch_tokens must be at least 1 (or None), not {micro_batch_tokens}.")
     _check_options(objective, unlikelihood_weight, steps, batch_size, learning_rate, examples_per_task, max_wrong,
                    precision, max_length, save_every)
     if out is None:
@@ -292,7 +320,7 @@ def flip_train(
     state_dir = out.with_name(out.name + STATE_SUFFIX)
     saved = _read_state(state_dir, arguments)
 
-    run = _Run(checkpoint, arguments, prompts, device, progress)
+    run = _Run(checkpoint, arguments, prompts, device, progress, micro_batch_tokens)
     if saved is not None:
         run.restore(state_dir, saved)
     run.train(state_dir, save_every)
@@ -414,12 +442,14 @@ class _Run:
     what it has done so far (steps, per-step losses, tokens, seconds)."""
 
     def __init__(self, checkpoint: Checkpoint, arguments: dict[str, Any], prompts: list[Prompt],
-                 device: str | None, progress: ProgressCallback | None) -> None:
+                 device: str | None, progress: ProgressCallback | None,
+                 micro_batch_tokens: int | None = MICRO_BATCH_TOKENS) -> None:
         import torch  # lazy: torch stays off the CLI's --help path
         from transformers import get_linear_schedule_with_warmup  # lazy: transformers is slow to import
 
         configure_threads()
         self.arguments, self.prompts, self.progress = arguments, prompts, progress
+        self.micro_batch_tokens = micro_batch_tokens
         self.device = resolve_device(device)
         prepare_device(self.device)
         torch.manual_seed(arguments["seed"])
@@ -470,12 +500,11 @@ class _Run:
         self.model.train()
         started, before = time.perf_counter(), self.seconds
         for step in range(self.step, steps):
-            loss, tokens = self._loss(step)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"Step {step + 1}: the training loss is {loss.item()}; lower the learning rate or "
-                                  "train in fp32 (a resume state, if any, holds the last good step).")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, tokens = self._backward(step)
+            if not math.isfinite(loss):
+                raise ConfigError(f"Step {step + 1}: the training loss is {loss}; lower the learning rate or "
+                                  "train in fp32 (a resume state, if any, holds the last good step).")
             norm = torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
             if not torch.isfinite(norm):
                 raise ConfigError(f"Step {step + 1}: the gradient is not finite; lower the learning rate or train "
@@ -483,15 +512,17 @@ class _Run:
             self.optimizer.step()
             self.scheduler.step()
             self.step, self.tokens = step + 1, self.tokens + tokens
-            self.curve.append(float(loss.item()))
+            self.curve.append(loss)
             self.seconds = before + time.perf_counter() - started
             if self.step % save_every == 0 and self.step < steps:
                 self._save_state(state_dir)
             if self.progress is not None:
                 self.progress("flip-train", self.step, steps)
 
-    def _loss(self, step: int):
-        """The objective on step ``step``'s examples: ``(scalar loss, tokens through the model)``."""
+    def _backward(self, step: int) -> tuple[float, int]:
+        """The objective on step ``step``'s examples, its gradient accumulated into the trainable weights:
+        ``(loss, real tokens through the model)``. Each term is a mean over the step's tokens, so a pass over
+        some rows adds its sum divided by the step's count (:func:`length_groups` decides the passes)."""
         import torch  # lazy: torch stays off the CLI's --help path
 
         arguments = self.arguments
@@ -501,37 +532,47 @@ class _Run:
             wrong = (wrong_options(prompt, arguments["max_wrong"], arguments["seed"], step, index)
                      if arguments["objective"] == "flipped" else ())
             rows += example_requests(prompt, arguments["objective"], wrong)
-        ids, attention, keep, targets, gold = self._tensors(rows)
-        kwargs = {"logits_to_keep": keep} if self.keeps_logits else {}
-        with bf16_autocast(self.device, arguments["precision"] == "bf16"):
-            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, **kwargs).logits
-        if logits.dim() == 3:  # the model computed every position: keep the scored ones
-            logits = logits[keep]
-        logprobs = token_logprobs(logits, targets, torch.ones_like(targets, dtype=torch.bool))
-        loss = likelihood_loss(logprobs, gold)
-        if arguments["objective"] == "flipped" and not bool(gold.all()):
-            loss = loss + arguments["unlikelihood_weight"] * unlikelihood_loss(logprobs, ~gold)
-        return loss, int(attention.sum())
+        requests = _encode(self.encoder, [r[0] for r in rows], [r[1] for r in rows])
+        gold_tokens = sum(len(q.continuation) for q, r in zip(requests, rows) if r[2])
+        wrong_tokens = sum(len(q.continuation) for q, r in zip(requests, rows) if not r[2])
+        total, tokens = 0.0, 0
+        for group in length_groups([len(q.full) for q in requests], self.micro_batch_tokens):
+            part = [requests[i] for i in group]
+            ids, attention, keep, targets, gold = self._tensors(part, [rows[i][2] for i in group])
+            kwargs = {"logits_to_keep": keep} if self.keeps_logits else {}
+            with bf16_autocast(self.device, arguments["precision"] == "bf16"):
+                logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, **kwargs).logits
+            if logits.dim() == 3:  # the model computed every position: keep the scored ones
+                logits = logits[keep]
+            logprobs = token_logprobs(logits, targets, torch.ones_like(targets, dtype=torch.bool))
+            share = int(gold.sum()) / max(gold_tokens, 1)  # this pass's part of the step's mean over gold tokens
+            loss = likelihood_loss(logprobs, gold) * share
+            if arguments["objective"] == "flipped" and wrong_tokens:
+                share = int((~gold).sum()) / wrong_tokens
+                loss = loss + arguments["unlikelihood_weight"] * unlikelihood_loss(logprobs, ~gold) * share
+            loss.backward()
+            total += float(loss.item())
+            tokens += int(attention.sum())
+        return total, tokens
 
-    def _tensors(self, rows: list[tuple[str, str, bool]]):
+    def _tensors(self, requests: list, is_gold: list[bool]):
         """Right-padded ``(ids, attention)`` of shape ``(rows, longest)``; ``keep``, the same shape, marks the
         positions that predict a continuation token; ``targets`` and ``gold`` (is the row the gold option's?) list
         those tokens flat, in ``keep``'s row-major order (the order ``logits_to_keep`` returns logits in)."""
         import torch  # lazy: torch stays off the CLI's --help path
 
-        requests = _encode(self.encoder, [r[0] for r in rows], [r[1] for r in rows])
         longest = max(len(r.full) for r in requests)
-        ids = torch.full((len(rows), longest), _pad_id(self.tokenizer), dtype=torch.long)
-        attention = torch.zeros((len(rows), longest), dtype=torch.long)
-        keep = torch.zeros((len(rows), longest), dtype=torch.bool)
+        ids = torch.full((len(requests), longest), _pad_id(self.tokenizer), dtype=torch.long)
+        attention = torch.zeros((len(requests), longest), dtype=torch.long)
+        keep = torch.zeros((len(requests), longest), dtype=torch.bool)
         targets, gold = [], []
-        for row, (request, (_, _, is_gold)) in enumerate(zip(requests, rows)):
+        for row, (request, row_is_gold) in enumerate(zip(requests, is_gold)):
             ids[row, :len(request.full)] = torch.tensor(request.full)
             attention[row, :len(request.full)] = 1
             first = len(request.context) - 1  # the position whose output predicts the first continuation token
             keep[row, first:first + len(request.continuation)] = True
             targets += request.continuation
-            gold += [is_gold] * len(request.continuation)
+            gold += [row_is_gold] * len(request.continuation)
         device = torch.device(self.device)
         return (ids.to(device), attention.to(device), keep.to(device), torch.tensor(targets, device=device),
                 torch.tensor(gold, dtype=torch.bool, device=device))
