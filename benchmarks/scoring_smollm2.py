@@ -21,6 +21,11 @@ seed 0), with the shipped templates and default options (``sum``, no calibration
 * ``flipped-meta``: the same data and steps with the FLIPPED objective (likelihood of the instruction given the
   correct label, unlikelihood given wrong ones), scored with flipped.
 Meta-trained arms run ``--seeds`` seeds (data order, sampled wrong labels, LoRA initialisation).
+Diagnostic arms, scored after those: direct and flipped with content-free calibration (``+ content-free``), for
+the untrained model and both meta-trained ones. Flipped with these templates answered one option for nearly every
+example (an instruction that lists the options is likeliest after the option it echoes best); calibration removes
+that per-option prior, so these arms say whether anything is left beneath it. Each row counts its predictions per
+option, and the summary gives each arm's share of its most predicted option per task.
 
 Intervals: accuracy is averaged over seeds per example; the mean over tasks gets a percentile bootstrap interval
 resampling examples within each task (10,000 draws); the flipped-minus-direct difference is bootstrapped paired on
@@ -106,19 +111,21 @@ def main() -> None:
     sets = label_sets()
     rows, training = [], []
     with Store(args.db) as store:
-        def evaluate(arm: str, model: str, method: str, seed: int | None) -> None:
+        def evaluate(arm: str, model: str, method: str, seed: int | None, calibrate: str = "none") -> None:
             for name in UNSEEN:
-                (result,) = score(DATA / name, model, method=method, max_examples=args.eval_examples, store=store,
-                                  device=args.device)
+                (result,) = score(DATA / name, model, method=method, calibrate=calibrate,
+                                  max_examples=args.eval_examples, store=store, device=args.device)
                 task = load_task(DATA / name).subsample(None, args.eval_examples, 0)
                 labels = np.array([p.label for p in template_for(task).prompts(task.splits["test"])])
-                rows.append({"model": arm, "method": method, "task": name, "seed": seed,
+                predicted = np.bincount(result.predictions, minlength=result.num_options)
+                rows.append({"model": arm, "method": method, "calibrate": calibrate, "task": name, "seed": seed,
                              "accuracy": result.accuracy, "macro_f1": result.macro_f1, "n": result.n,
                              "tokens": result.tokens, "seconds": result.seconds, "device": result.device,
-                             "labels": sets[name]["labels"],
+                             "labels": sets[name]["labels"], "predicted_per_option": predicted.tolist(),
                              "correct": (result.predictions == labels).astype(int).tolist()})
-                print(f"{arm:13s} {method:8s} {name:17s} seed {seed}: accuracy {result.accuracy:.3f} "
-                      f"macro-F1 {result.macro_f1:.3f}{' (stored)' if result.cached else ''}", flush=True)
+                print(f"{arm:13s} {method:8s} {calibrate:12s} {name:17s} seed {seed}: accuracy "
+                      f"{result.accuracy:.3f} macro-F1 {result.macro_f1:.3f} predicted {predicted.tolist()}"
+                      f"{' (stored)' if result.cached else ''}", flush=True)
             write_results(args, sets, rows, training, complete=False)
 
         for method in ("direct", "channel", "flipped"):  # the untrained model first: cheapest, and seed-free
@@ -137,6 +144,15 @@ def main() -> None:
                 print(f"meta-trained {objective} seed {seed}: loss {trained.loss_curve[0]:.3f} -> "
                       f"{trained.final_loss:.3f}, {trained.seconds:.0f}s", flush=True)
                 evaluate(f"{objective}-meta", str(out), objective, seed)
+        # Diagnostic arms, after the table's: content-free calibration (Zhao et al., 2021) removes each option's
+        # score on the input "N/A", the prior an option has whatever the input (flipped's copy of an option that the
+        # instruction names, direct's favourite label word); scored for the untrained model and both meta arms.
+        for method in ("direct", "flipped"):
+            evaluate("smollm2", "smollm2", method, None, calibrate="content-free")
+        for seed in range(args.seeds):
+            for objective in ("direct", "flipped"):
+                out = args.models / f"{objective}-meta-seed{seed}"
+                evaluate(f"{objective}-meta", str(out), objective, seed, calibrate="content-free")
     print(json.dumps(write_results(args, sets, rows, training, complete=True), indent=2))
 
 
@@ -150,7 +166,8 @@ def write_results(args: argparse.Namespace, sets: dict[str, dict], rows: list[di
         "complete": complete,
         "meta_training_tasks": META_TRAIN, "unseen_tasks": UNSEEN, "label_sets": sets,
         "settings": {"seeds": args.seeds, "steps": args.steps, "examples_per_task": args.examples_per_task,
-                     "eval_examples": args.eval_examples, "normalize": "sum", "calibrate": "none"},
+                     "eval_examples": args.eval_examples, "normalize": "sum",
+                     "calibrate": "none; content-free in the diagnostic arms (method + content-free)"},
         "summary": summary, "training": training,
         "rows": [{k: v for k, v in row.items() if k != "correct"} for row in rows],
         "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scoring_smollm2.py",
@@ -162,7 +179,7 @@ def summarize(rows: list[dict], sets: dict[str, dict]) -> dict:
     and the paired flipped-meta minus direct-meta difference."""
     correct: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
     for row in rows:
-        correct.setdefault((row["model"], row["method"]), {}).setdefault(row["task"], []).append(
+        correct.setdefault((row["model"], _method(row)), {}).setdefault(row["task"], []).append(
             np.array(row["correct"], float))
     averaged = {arm: {task: np.mean(runs, axis=0) for task, runs in tasks.items()} for arm, tasks in correct.items()}
     categories = {"all": list(sets), **{c: [t for t, s in sets.items() if s["labels"] == c]
@@ -174,18 +191,29 @@ def summarize(rows: list[dict], sets: dict[str, dict]) -> dict:
             if names:
                 mean, low, high = bootstrap_over_tasks({t: tasks[t] for t in names})
                 entry[category] = {"accuracy": mean, "ci95": [low, high], "tasks": names}
-        entry["macro_f1_by_task"] = {t: statistics.fmean(r["macro_f1"] for r in rows if r["model"] == model
-                                                         and r["method"] == method and r["task"] == t) for t in tasks}
+        mine = [r for r in rows if r["model"] == model and _method(r) == method]
+        entry["macro_f1_by_task"] = {t: statistics.fmean(r["macro_f1"] for r in mine if r["task"] == t) for t in tasks}
+        # how often the most predicted option is predicted: near 1, the arm answers one option whatever the input
+        entry["top_option_share_by_task"] = {
+            t: statistics.fmean(max(r["predicted_per_option"]) / r["n"] for r in mine if r["task"] == t)
+            for t in tasks if all("predicted_per_option" in r for r in mine if r["task"] == t)}
         summary["arms"][f"{model} / {method}"] = entry
-    flipped, direct = averaged.get(("flipped-meta", "flipped")), averaged.get(("direct-meta", "direct"))
-    if flipped and direct:
-        summary["flipped_minus_direct_meta"] = {}
-        for category, names in categories.items():
-            if names:
-                mean, low, high = bootstrap_over_tasks({t: flipped[t] for t in names}, {t: direct[t] for t in names})
-                summary["flipped_minus_direct_meta"][category] = {"points": 100 * mean,
-                                                                  "ci95": [100 * low, 100 * high]}
+    for suffix, key in (("", "flipped_minus_direct_meta"), (" + content-free", "flipped_minus_direct_meta_calibrated")):
+        flipped = averaged.get(("flipped-meta", "flipped" + suffix))
+        direct = averaged.get(("direct-meta", "direct" + suffix))
+        if flipped and direct and flipped.keys() == direct.keys():
+            summary[key] = {}
+            for category, names in categories.items():
+                if names and all(t in flipped for t in names):
+                    mean, low, high = bootstrap_over_tasks({t: flipped[t] for t in names},
+                                                           {t: direct[t] for t in names})
+                    summary[key][category] = {"points": 100 * mean, "ci95": [100 * low, 100 * high]}
     return summary
+
+
+def _method(row: dict) -> str:
+    """The arm's method as the summary names it: ``flipped``, or ``flipped + content-free`` when calibrated."""
+    return row["method"] + ("" if row.get("calibrate", "none") == "none" else f" + {row['calibrate']}")
 
 
 if __name__ == "__main__":
