@@ -172,7 +172,41 @@ def write_results(args: argparse.Namespace, sets: dict[str, dict], rows: list[di
         "rows": [{k: v for k, v in row.items() if k != "correct"} for row in rows],
         "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scoring_smollm2.py",
     }, indent=2) + "\n")
+    write_atomic(args.out.with_suffix(".md"), markdown(summary, rows, training, args, complete))
     return summary
+
+
+def markdown(summary: dict, rows: list[dict], training: list[dict], args: argparse.Namespace, complete: bool) -> str:
+    """The results as the README quotes them: one line per arm, the paired differences, the training cost."""
+    lines = ["# Flipped vs DIRECT meta-training on unseen tasks (SmolLM2-135M-Instruct)", ""]
+    if not complete:
+        lines += ["**Partial results: the run is not finished.**", ""]
+    lines += [f"Mean accuracy over the {len(UNSEEN)} unseen tasks ({', '.join(UNSEEN)}), at most {args.eval_examples} "
+              f"test examples each, {args.seeds} seed(s) for meta-trained arms, 95% bootstrap intervals (examples "
+              "resampled within tasks). Label sets: unseen = none of the task's verbalizers occurs in meta-training. "
+              "Top-option share: how often the most predicted option is predicted (mean over tasks).", "",
+              "| arm | all tasks | unseen labels | partly seen | seen labels | top-option share |",
+              "|---|---|---|---|---|---|"]
+    for arm, entry in summary["arms"].items():
+        cells = []
+        for category in ("all", "unseen", "partly seen", "seen"):
+            value = entry.get(category)
+            cells.append(f"{value['accuracy']:.3f} [{value['ci95'][0]:.3f}, {value['ci95'][1]:.3f}]" if value else "")
+        shares = entry.get("top_option_share_by_task", {})
+        share = f"{statistics.fmean(shares.values()):.2f}" if shares else ""
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {share} |")
+    for key, title in (("flipped_minus_direct_meta", "Flipped-meta minus DIRECT-meta (points, paired)"),
+                       ("flipped_minus_direct_meta_calibrated", "The same, both with content-free calibration")):
+        if key in summary:
+            lines += ["", f"{title}: " + "; ".join(
+                f"{category} {d['points']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+                for category, d in summary[key].items())]
+    if training:
+        lines += ["", "| meta-training | seed | steps | loss first -> last | tokens | seconds |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t['arm']} | {t['seed']} | {t['steps']} | {t['first_loss']:.2f} -> {t['final_loss']:.2f} | "
+                  f"{t['tokens']:,} | {t['seconds']:.0f} |" for t in training]
+    lines += ["", "Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scoring_smollm2.py`", ""]
+    return "\n".join(lines)
 
 def summarize(rows: list[dict], sets: dict[str, dict]) -> dict:
     """Per (model, method): mean accuracy over unseen tasks with its interval, overall and per label category;
