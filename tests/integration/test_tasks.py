@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from conftest import sentiment_rows, write_rows
@@ -154,11 +155,17 @@ def test_single_class_train(tmp_path):
         load_task(write_rows(tmp_path / "one.csv", rows))
 
 
-def test_unknown_source_and_offline_hub():
+def test_unknown_source_and_offline_hub(monkeypatch, tmp_path):
     with pytest.raises(TaskError, match="not found"):
         load_task("./no/such/file.csv")
     with pytest.raises(TaskError, match="Could not load the Hugging Face dataset 'nyu-mll/glue:sst2'.*Offline"):
         load_task("nyu-mll/glue:sst2")
+    # a bare name ("sst2", as the README's examples write it) says where else it was looked for, and how to fix it
+    monkeypatch.delenv("UPCYCLE_DATA_DIR", raising=False)
+    with pytest.raises(TaskError, match=r"Offline.*looked up as a folder in the data directory \(set UPCYCLE_DATA_DIR"):
+        load_task("sst2")
+    with pytest.raises(TaskError, match=re.escape(f"data directory ({tmp_path}); 'sst2' is not there")):
+        load_task("sst2", data_dir=tmp_path)
 
 
 def test_hub_dataset_conversion_keeps_class_names(monkeypatch):

@@ -69,7 +69,13 @@ def load_task(
         if found is not None:
             path = found
         elif _names_hub_dataset(str(source)):
-            return _load_hub(str(source), columns, task_type, name)
+            try:
+                return _load_hub(str(source), columns, task_type, name)
+            except TaskError as error:
+                if "/" in str(source):
+                    raise
+                raise TaskError(f"{error} A bare name is first looked up as a folder in the data directory "
+                                f"({_data_dir_hint(data_dir)}); '{source}' is not there.") from None
         else:
             raise TaskError(
                 f"Task '{source}' not found: it is no file or folder, no folder in the data directory "
