@@ -13,7 +13,7 @@ fresh process, so its peak memory (max RSS) is its own; arms alternate over ``--
 both alike. Reported per objective: the median and range of the per-repeat ratios of tokens/s (real tokens,
 counted the same way in both), and each arm's peak memory.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flip_train_speed.py
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flip_train_speed.py --steps 5 --repeats 2
 
 writes ``benchmarks/results/flip_train_speed.json`` (key ``speedup``: the median ratio over both objectives).
 """
@@ -44,13 +44,14 @@ ARMS = {"one-pass": None, "length-groups": MICRO_BATCH_TOKENS}
 OBJECTIVES = ("flipped", "direct")
 
 
-def one_run(objective: str, arm: str, steps: int, examples: int) -> dict:
+def one_run(objective: str, arm: str, steps: int, examples: int, budget: int) -> dict:
     """Train ``steps`` steps in this process and return the cost; called in a child process per run."""
     from upcycle.scoring import flip_train
 
     with tempfile.TemporaryDirectory() as folder:
         result = flip_train("smollm2", [DATA / t for t in META_TRAIN], Path(folder) / "out", objective=objective,
-                            steps=steps, examples_per_task=examples, micro_batch_tokens=ARMS[arm], device="cpu")
+                            steps=steps, examples_per_task=examples, micro_batch_tokens=None if arm == "one-pass" else budget,
+                            device="cpu")
     return {"objective": objective, "arm": arm, "steps": steps, "tokens": result.tokens,
             "seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
             "first_loss": result.loss_curve[0], "loss_curve": list(result.loss_curve),
@@ -59,14 +60,16 @@ def one_run(objective: str, arm: str, steps: int, examples: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--examples-per-task", type=int, default=100)
+    parser.add_argument("--budget", type=int, default=MICRO_BATCH_TOKENS,
+                        help="The length-groups arm's micro_batch_tokens (default: flip_train's).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flip_train_speed.json")
     parser.add_argument("--child", nargs=2, metavar=("OBJECTIVE", "ARM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(one_run(*args.child, args.steps, args.examples_per_task)))
+        print(json.dumps(one_run(*args.child, args.steps, args.examples_per_task, args.budget)))
         return
 
     runs = []
@@ -74,7 +77,8 @@ def main() -> None:
         for objective in OBJECTIVES:
             for arm in (ARMS if repeat % 2 == 0 else reversed(ARMS)):  # alternate which arm runs first
                 done = subprocess.run([sys.executable, __file__, "--child", objective, arm, "--steps",
-                                       str(args.steps), "--examples-per-task", str(args.examples_per_task)],
+                                       str(args.steps), "--examples-per-task", str(args.examples_per_task),
+                                       "--budget", str(args.budget)],
                                       capture_output=True, text=True, check=True)
                 run = {**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat}
                 runs.append(run)
@@ -100,13 +104,15 @@ def main() -> None:
     report = {
         "speedup": statistics.median(ratios),
         "anchor": "one padded forward/backward pass per step (micro_batch_tokens=None)",
-        "arm": f"rows sorted by length, passes of at most {MICRO_BATCH_TOKENS} padded tokens (the default)",
+        "arm": f"rows sorted by length, passes of at most {args.budget} padded tokens"
+               + (" (the default)" if args.budget == MICRO_BATCH_TOKENS else ""),
         "model": "smollm2 (SmolLM2-135M-Instruct, fp32, LoRA r8 all-linear)", "tasks": META_TRAIN,
-        "settings": {"steps": args.steps, "repeats": args.repeats, "examples_per_task": args.examples_per_task,
+        "settings": {"budget": args.budget, "steps": args.steps, "repeats": args.repeats, "examples_per_task": args.examples_per_task,
                      "batch_size": 8, "max_wrong": 4},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": "upcycle's default"},
         "objectives": summary, "runs": runs,
-        "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flip_train_speed.py",
+        "command": f"HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flip_train_speed.py --steps {args.steps} "
+                   f"--repeats {args.repeats}",
     }
     write_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -84,7 +84,10 @@ MIN_ONE_MINUS_P = 1e-6  # unlikelihood's floor on 1 - p: at p -> 1 the token cos
 # length share a pass: one pass over a whole step pads every row to the step's longest (a third of the tokens on
 # the shared tasks) and holds every activation at once. The loss and its gradient are the same sums either way
 # (LoRA's dropout masks are drawn per pass, so with dropout on, two budgets agree in distribution, not bitwise).
-MICRO_BATCH_TOKENS = 2048
+# 512 measured 1.17x (flipped) and 1.07x (direct) the tokens/s of one pass on SmolLM2 and halved flipped's peak
+# memory (benchmarks/results/flip_train_speed.json); 2048 held a whole step of these tasks in one pass, changing
+# nothing.
+MICRO_BATCH_TOKENS = 512
 LOSS_WINDOW = 10  # final_loss: the mean of the last steps' losses (one batch alone is noisy)
 STATE_SUFFIX = ".partial-state"
 
