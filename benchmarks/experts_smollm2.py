@@ -19,11 +19,13 @@ stratified, seed 0), shipped templates, default options:
 * ``random``: a uniformly random expert (the mean over experts: expected accuracy, expected macro-F1).
 Experts and the multitask model run ``--seeds`` seeds (data sample and order, LoRA initialisation).
 
-Continual learning (per seed): ``--new-task`` (default poem_sentiment, neither meta-training nor unseen) gets an
-expert; the 8 old experts are rescored on their own tasks (``force``: computed again, not read from the store) and
-must not move (their files are not touched: fingerprints compared); a multitask model retrained on the 9 tasks
-(9 x ``--steps``) is scored on the 8 old tasks against the 8-task one. RoE over 9 experts is rerun on the unseen
-tasks, and routes that changed are listed.
+Continual learning (the first ``--continual-seeds`` seeds, default 1, once every seed's systems are scored):
+``--new-task`` (default poem_sentiment, neither meta-training nor unseen) gets an expert; the 8 old experts are
+rescored on their own tasks (``force``: computed again, not read from the store) and must not move (their files are
+not touched: fingerprints compared); a multitask model retrained on the 9 tasks (9 x ``--steps``) is scored on the 8
+old tasks against the 8-task one. RoE over 9 experts is rerun on the unseen tasks, and routes that changed are
+listed. The question is yes/no per task (does a score move at all), so one seed answers it; each run's record is
+kept beside its models (``continual.json``).
 
 Intervals: accuracy is averaged over seeds per example; the mean over tasks gets a percentile bootstrap interval
 resampling examples within each task (10,000 draws; ``bootstrap_over_tasks`` of scoring_smollm2.py); differences
@@ -73,6 +75,8 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=100)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--new-task", default="poem_sentiment", help="The task added for continual learning.")
+    parser.add_argument("--continual-seeds", type=int, default=1,
+                        help="Seeds that run continual learning (the first ones), after every seed's systems.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--db", type=Path, default=ROOT / "runs" / "experts_smollm2" / "upcycle.db")
     parser.add_argument("--models", type=Path, default=ROOT / "runs" / "experts_smollm2" / "models")
@@ -104,6 +108,7 @@ def main() -> None:
         for name in UNSEEN:  # the untrained model: seed-free
             (result,) = score(DATA / name, "smollm2", store=store, **options)
             rows.append(row("base", name, None, *scored(result, name)))
+        trained = {}  # seed -> (folder, train options, experts, multitask): continual learning reuses them
         for seed in range(args.seeds):
             folder = args.models / f"seed{seed}"
             train = {"steps": args.steps, "examples_per_task": args.examples_per_task, "seed": seed,
@@ -136,8 +141,9 @@ def main() -> None:
                                "oracle": oracle, "per_expert_accuracy": {e: r.accuracy for e, r in each.items()},
                                "notes": list(top1.route.notes)})
                 write_results(args, rows, routes, continual, training, complete=False)
-            continual.append(continual_learning(args, store, seed, folder, train, built, multitask, labels,
-                                                options, training))
+            trained[seed] = (folder, train, built, multitask)
+        for seed in range(min(args.continual_seeds, args.seeds)):  # after every seed's systems: they come first
+            continual.append(continual_learning(args, store, seed, *trained[seed], labels, options, training))
             write_results(args, rows, routes, continual, training, complete=False)
     print(json.dumps(write_results(args, rows, routes, continual, training, complete=True), indent=2))
 
@@ -157,7 +163,7 @@ def write_results(args, rows: list[dict], routes: list[dict], continual: list[di
         "settings": {"seeds": args.seeds, "steps_per_expert": args.steps,
                      "multitask_steps": args.steps * len(META_TRAIN), "examples_per_task": args.examples_per_task,
                      "eval_examples": args.eval_examples, "method": METHOD, "normalize": "sum", "calibrate": "none",
-                     "lora": True, "top_k": args.top_k, "queries": QUERIES, "index_size": INDEX_SIZE,
+                     "lora": True, "top_k": args.top_k, "continual_seeds": min(args.continual_seeds, args.seeds), "queries": QUERIES, "index_size": INDEX_SIZE,
                      "encoder": "all-MiniLM-L6-v2"},
         "summary": summary, "routes": routes, "continual": continual, "training": training,
         "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],
@@ -186,7 +192,13 @@ def training_record(arm: str, seed: int, result) -> dict:
 def continual_learning(args, store: Store, seed: int, folder: Path, train: dict, built: list, multitask,
                        labels: dict, options: dict, training: list) -> dict:
     """Add ``args.new_task``'s expert: the old experts (files and scores on their own tasks) must not move; the
-    multitask model retrained on 9 tasks is compared with the 8-task one on the 8 old tasks."""
+    multitask model retrained on 9 tasks is compared with the 8-task one on the 8 old tasks. The record is kept in
+    ``folder/continual.json``, so a rerun does not recompute the forced rescoring."""
+    saved = folder / "continual.json"
+    if saved.exists():
+        record = json.loads(saved.read_text())
+        training += record.pop("training")
+        return record
     old = {task: r for task, r in zip(META_TRAIN, built)}
     before = {task: score(DATA / task, r.checkpoint, store=store, **options)[0] for task, r in old.items()}
     (added,) = build_experts("smollm2", [DATA / args.new_task], folder, **train)
@@ -216,8 +228,10 @@ def continual_learning(args, store: Store, seed: int, folder: Path, train: dict,
         nine_route = route(DATA / name, store=store, experts=experts, device=args.device)
         rerouted.append({"task": name, "before": eight_route.chosen[0].name, "after": nine_route.chosen[0].name,
                          "new_expert_votes": nine_route.vote_counts()[added.zoo_name]})
-    return {"seed": seed, "new_expert": added.zoo_name, "old_expert_fingerprints_unchanged": fingerprints_kept,
-            "tasks": tasks, "routes_with_the_new_expert": rerouted}
+    record = {"seed": seed, "new_expert": added.zoo_name, "old_expert_fingerprints_unchanged": fingerprints_kept,
+              "tasks": tasks, "routes_with_the_new_expert": rerouted}
+    write_atomic(saved, json.dumps({**record, "training": training[-2:]}, indent=2) + "\n")
+    return record
 
 
 def summarize(rows: list[dict], routes: list[dict], continual: list[dict], merged_system: str) -> dict:
