@@ -93,7 +93,8 @@ def main() -> None:
 
     def row(system: str, task: str, seed: int | None, result, correct: np.ndarray, **extra) -> dict:
         record = {"system": system, "task": task, "seed": seed, "accuracy": float(result["accuracy"]),
-                  "macro_f1": float(result["macro_f1"]), "n": int(result["n"]), **extra,
+                  "macro_f1": float(result["macro_f1"]), "n": int(result["n"]),
+                  "top_option_share": float(result["top_option_share"]), **extra,
                   "correct": correct.astype(float).tolist()}
         print(f"{system:18s} {task:22s} seed {seed}: accuracy {record['accuracy']:.3f} macro-F1 "
               f"{record['macro_f1']:.3f}" + (f" ({extra['answered_by']})" if "answered_by" in extra else ""),
@@ -101,7 +102,8 @@ def main() -> None:
         return record
 
     def scored(result, task: str) -> tuple[dict, np.ndarray]:
-        return ({"accuracy": result.accuracy, "macro_f1": result.macro_f1, "n": result.n},
+        return ({"accuracy": result.accuracy, "macro_f1": result.macro_f1, "n": result.n,
+                 "top_option_share": top_option_share(result.predictions)},
                 (result.predictions == labels[task]).astype(float))
 
     with Store(args.db) as store:
@@ -134,7 +136,8 @@ def main() -> None:
                 rows.append(row("oracle", name, seed, *scored(each[oracle], name), answered_by=oracle))
                 correct = np.mean([scored(r, name)[1] for r in each.values()], axis=0)
                 mean = {"accuracy": statistics.fmean(r.accuracy for r in each.values()),
-                        "macro_f1": statistics.fmean(r.macro_f1 for r in each.values()), "n": top1.n}
+                        "macro_f1": statistics.fmean(r.macro_f1 for r in each.values()), "n": top1.n,
+                        "top_option_share": statistics.fmean(top_option_share(r.predictions) for r in each.values())}
                 rows.append(row("random", name, seed, mean, correct, experts=len(each)))
                 routes.append({"task": name, "seed": seed, "votes": top1.route.vote_counts(),
                                "queries": top1.route.queries, "chosen": list(merged.answered_by),
@@ -163,8 +166,8 @@ def write_results(args, rows: list[dict], routes: list[dict], continual: list[di
         "settings": {"seeds": args.seeds, "steps_per_expert": args.steps,
                      "multitask_steps": args.steps * len(META_TRAIN), "examples_per_task": args.examples_per_task,
                      "eval_examples": args.eval_examples, "method": METHOD, "normalize": "sum", "calibrate": "none",
-                     "lora": True, "top_k": args.top_k, "continual_seeds": min(args.continual_seeds, args.seeds), "queries": QUERIES, "index_size": INDEX_SIZE,
-                     "encoder": "all-MiniLM-L6-v2"},
+                     "lora": True, "top_k": args.top_k, "continual_seeds": min(args.continual_seeds, args.seeds),
+                     "queries": QUERIES, "index_size": INDEX_SIZE, "encoder": "all-MiniLM-L6-v2"},
         "summary": summary, "routes": routes, "continual": continual, "training": training,
         "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],
         "command": "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/experts_smollm2.py",
@@ -174,6 +177,12 @@ def write_results(args, rows: list[dict], routes: list[dict], continual: list[di
         table = table.replace("\n\n", "\n\n**Partial results: the run is not finished.**\n\n", 1)
     write_atomic(args.out.with_suffix(".md"), table)
     return summary
+
+
+def top_option_share(predictions: np.ndarray) -> float:
+    """The share of the examples given the most often predicted option: 1.0 when a model answers one option to
+    everything (what the untrained model nearly does on several tasks), 1/options at most spread."""
+    return float(np.bincount(predictions).max() / len(predictions))
 
 
 def gold_labels(name: str, eval_examples: int) -> np.ndarray:
@@ -247,7 +256,9 @@ def summarize(rows: list[dict], routes: list[dict], continual: list[dict], merge
     for system, tasks in averaged.items():
         mean, low, high = bootstrap_over_tasks(tasks)
         f1 = statistics.fmean(r["macro_f1"] for r in rows if r["system"] == system)
+        share = statistics.fmean(r["top_option_share"] for r in rows if r["system"] == system)
         summary["systems"][system] = {"accuracy": mean, "ci95": [low, high], "macro_f1": f1,
+                                      "top_option_share": share,
                                       "accuracy_by_task": {t: float(v.mean()) for t, v in tasks.items()}}
     if "multitask" in averaged:
         summary["minus_multitask"] = {}
@@ -293,16 +304,17 @@ def markdown(summary: dict, rows: list[dict], continual: list[dict], merged_syst
         f"Zero-shot `{METHOD}` scoring, {args.eval_examples} test examples per unseen task at most, {args.seeds} "
         f"seed(s); experts: LoRA, {args.steps} steps each on {len(META_TRAIN)} tasks; multitask: "
         f"{args.steps * len(META_TRAIN)} steps on their union. Mean over unseen tasks with a 95% bootstrap interval "
-        "(examples resampled within tasks, seeds averaged per example).",
+        "(examples resampled within tasks, seeds averaged per example). *Top option*: the share of a task's "
+        "examples given its most often predicted option (mean over tasks and seeds; 1.0 = one answer to everything).",
         "",
-        "| system | accuracy | 95% CI | macro-F1 | " + " | ".join(UNSEEN) + " |",
-        "|---|---|---|---|" + "---|" * len(UNSEEN),
+        "| system | accuracy | 95% CI | macro-F1 | top option | " + " | ".join(UNSEEN) + " |",
+        "|---|---|---|---|---|" + "---|" * len(UNSEEN),
     ]
     for system in systems:
         entry = summary["systems"][system]
         by_task = " | ".join(f"{entry['accuracy_by_task'].get(t, float('nan')):.3f}" for t in UNSEEN)
         lines.append(f"| {system} | {entry['accuracy']:.3f} | [{entry['ci95'][0]:.3f}, {entry['ci95'][1]:.3f}] | "
-                     f"{entry['macro_f1']:.3f} | {by_task} |")
+                     f"{entry['macro_f1']:.3f} | {entry['top_option_share']:.2f} | {by_task} |")
     if "minus_multitask" in summary:
         lines += ["", "Paired difference with the multitask LM (accuracy points, 95% CI):", ""]
         for system, diff in summary["minus_multitask"].items():
@@ -323,7 +335,8 @@ def markdown(summary: dict, rows: list[dict], continual: list[dict], merged_syst
             f"[{diff['ci95'][0]:+.1f}, {diff['ci95'][1]:+.1f}]; mean absolute change per task "
             f"{c['multitask_mean_abs_change_points']:.1f} points; predictions changed on "
             f"{c['multitask_predictions_changed']:.0%} of examples.",
-            "", "| seed | task | expert before | expert after | multitask 8 | multitask 9 |", "|---|---|---|---|---|---|",
+            "", "| seed | task | expert before | expert after | multitask 8 | multitask 9 |",
+            "|---|---|---|---|---|---|",
         ]
         for entry in continual:
             for t in entry["tasks"]:
