@@ -18,7 +18,8 @@ SPEC.loader.exec_module(base_convergence)
 def arm(**scores: tuple[float, ...]) -> dict[str, dict]:
     """A table as ``base_convergence.table`` builds it: per target, scores by seed, mean and spread."""
     return {target: {"scores": dict(enumerate(values)), "mean": statistics.fmean(values),
-                     "spread": max(values) - min(values), "train_seconds": 1.0} for target, values in scores.items()}
+                     "spread": max(values) - min(values), "train_seconds": 1.0,
+                     "example_epochs": 10} for target, values in scores.items()}
 
 
 def test_the_seed_deviation_is_pooled_over_the_arms_that_ran_the_target():
@@ -47,3 +48,12 @@ def test_a_large_mean_gap_or_a_missing_target_fails_both_rules():
     assert verdict["short_beyond_noise"] == ["a"] and not verdict["meets"] and not verdict["meets_literal"]
     partial = base_convergence.judge(arm(a=(0.81, 0.81)), reference, ["a", "b"], {"a": 0.01, "b": 0.01})
     assert partial["targets"] == ["a"] and not partial["meets"]
+
+
+def test_the_choice_is_the_cheapest_candidate_that_meets_on_the_choose_on_targets():
+    def parts(meets: bool, cost: int, held_out_meets: bool = True) -> dict:
+        return {"choose_on": {"meets": meets, "example_epochs": cost}, "held_out": {"meets": held_out_meets}}
+
+    judged = {"quick": parts(False, 10), "long": parts(True, 500), "middle": parts(True, 200, held_out_meets=False)}
+    assert base_convergence.choose(judged) == "middle"  # the held-out half judges the choice; it does not make it
+    assert base_convergence.choose({"quick": parts(False, 10)}) is None
