@@ -25,7 +25,7 @@ rescored on their own tasks (``force``: computed again, not read from the store)
 not touched: fingerprints compared); a multitask model retrained on the 9 tasks (9 x ``--steps``) is scored on the 8
 old tasks against the 8-task one. RoE over 9 experts is rerun on the unseen tasks, and routes that changed are
 listed. The question is yes/no per task (does a score move at all), so one seed answers it; each run's record is
-kept beside its models (``continual.json``).
+kept beside its models (``continual-TASK.json``).
 
 Intervals: accuracy is averaged over seeds per example; the mean over tasks gets a percentile bootstrap interval
 resampling examples within each task (10,000 draws; ``bootstrap_over_tasks`` of scoring_smollm2.py); differences
@@ -202,8 +202,8 @@ def continual_learning(args, store: Store, seed: int, folder: Path, train: dict,
                        labels: dict, options: dict, training: list) -> dict:
     """Add ``args.new_task``'s expert: the old experts (files and scores on their own tasks) must not move; the
     multitask model retrained on 9 tasks is compared with the 8-task one on the 8 old tasks. The record is kept in
-    ``folder/continual.json``, so a rerun does not recompute the forced rescoring."""
-    saved = folder / "continual.json"
+    ``folder/continual-TASK.json``, so a rerun does not recompute the forced rescoring."""
+    saved = folder / f"continual-{args.new_task}.json"
     if saved.exists():
         record = json.loads(saved.read_text())
         training += record.pop("training")
