@@ -40,7 +40,7 @@ from scoring_smollm2 import DATA, META_TRAIN, ROOT  # noqa: E402
 from upcycle.report import write_atomic  # noqa: E402
 from upcycle.scoring.flip_training import MICRO_BATCH_TOKENS  # noqa: E402
 
-ARMS = {"one-pass": None, "length-groups": MICRO_BATCH_TOKENS}
+ARMS = ("one-pass", "length-groups")  # one pass per step (the anchor); passes of at most --budget padded tokens
 OBJECTIVES = ("flipped", "direct")
 
 
@@ -50,8 +50,8 @@ def one_run(objective: str, arm: str, steps: int, examples: int, budget: int) ->
 
     with tempfile.TemporaryDirectory() as folder:
         result = flip_train("smollm2", [DATA / t for t in META_TRAIN], Path(folder) / "out", objective=objective,
-                            steps=steps, examples_per_task=examples, micro_batch_tokens=None if arm == "one-pass" else budget,
-                            device="cpu")
+                            steps=steps, examples_per_task=examples, device="cpu",
+                            micro_batch_tokens=None if arm == "one-pass" else budget)
     return {"objective": objective, "arm": arm, "steps": steps, "tokens": result.tokens,
             "seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
             "first_loss": result.loss_curve[0], "loss_curve": list(result.loss_curve),
@@ -107,8 +107,8 @@ def main() -> None:
         "arm": f"rows sorted by length, passes of at most {args.budget} padded tokens"
                + (" (the default)" if args.budget == MICRO_BATCH_TOKENS else ""),
         "model": "smollm2 (SmolLM2-135M-Instruct, fp32, LoRA r8 all-linear)", "tasks": META_TRAIN,
-        "settings": {"budget": args.budget, "steps": args.steps, "repeats": args.repeats, "examples_per_task": args.examples_per_task,
-                     "batch_size": 8, "max_wrong": 4},
+        "settings": {"budget": args.budget, "steps": args.steps, "repeats": args.repeats,
+                     "examples_per_task": args.examples_per_task, "batch_size": 8, "max_wrong": 4},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": "upcycle's default"},
         "objectives": summary, "runs": runs,
         "command": f"HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flip_train_speed.py --steps {args.steps} "
