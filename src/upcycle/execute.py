@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -99,13 +101,29 @@ class ProcessExecutor:
 
 
 def _start_worker(slots, threads: int) -> None:
-    """A worker's first act: take the next device in turn (from the queue ``slots``, put back at its end: the
-    workers a pool starts are dealt the devices round-robin) and its share of the cores."""
+    """A worker's first act: watch its driver (:func:`_exit_with_driver`), take the next device in turn (from the
+    queue ``slots``, put back at its end: the workers a pool starts are dealt the devices round-robin) and its
+    share of the cores."""
+    _exit_with_driver(os.getppid())
     if slots is not None:
         device = slots.get()
         slots.put(device)
         os.environ[DEVICE_VARIABLE] = device
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by configure_threads before every job
+
+
+def _exit_with_driver(driver: int, every_s: float = 1.0) -> None:
+    """End this worker soon after the process ``driver`` is gone. The pool's own shutdown covers a driver that
+    exits or raises, and Ctrl-C reaches the whole process group, but a driver killed alone (``kill PID``, an
+    out-of-memory kill) would leave its workers training, unseen, on cores the next run needs. An orphan is
+    adopted by another process, so a changed parent id is the signal; its job's result had nowhere to go."""
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="upcycle-driver-watch", daemon=True).start()
 
 
 class RayExecutor:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from pydantic import BaseModel
@@ -110,3 +114,49 @@ def test_ray_jobs_ask_for_a_share_of_a_gpu_and_run_where_ray_puts_them(monkeypat
     monkeypatch.setenv(DEVICE_VARIABLE, "cpu")
     with pytest.raises(ConfigError, match=r"not by --device cpu"):
         make_executor("ray", gpus_per_job=0.5)
+
+
+DRIVER = '''
+import os, sys, time
+from pydantic import BaseModel
+from upcycle.execute import ProcessExecutor
+
+class Nap(BaseModel):
+    pid_file: str
+
+def nap(job_json):
+    job = Nap.model_validate_json(job_json)
+    with open(job.pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+    return "{}"
+
+if __name__ == "__main__":
+    list(ProcessExecutor(1, fresh=False).map(nap, [Nap(pid_file=sys.argv[1])], lambda job: "nap"))
+'''
+
+
+def test_workers_exit_when_their_driver_is_killed_alone(tmp_path):
+    """``kill DRIVER`` (not the process group) used to leave the pool's workers training at full CPU."""
+    script, pid_file = tmp_path / "driver.py", tmp_path / "worker.pid"
+    script.write_text(DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert driver.poll() is None, "the driver ended before its worker started"
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        os.kill(worker, 0)  # the worker is running its job
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed driver by 15 s")
