@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The committed MiniLM recycling grid: 12 source experts x 10 targets x 2 seeds, quick protocol.
+# The committed MiniLM recycling grid: 12 source experts x 10 targets x 2 seeds, under PROTOCOL.
+# PROTOCOL=quick reproduces the first committed grid (benchmarks/results/recycling_minilm.csv, runs/recycling_minilm);
+# PROTOCOL=converged (issue 17: a base trained to within 2 points of a long run) writes recycling_minilm_converged.*
+# from runs/recycling_minilm_converged. The experts are the same either way (quick, 3000 examples).
 # Resumable: rerun the same command after an interruption and only the missing finetunes run.
-#   bash benchmarks/recycling_minilm.sh                   (local executor)
+#   PROTOCOL=converged bash benchmarks/recycling_minilm.sh                 (local executor)
+#   PROTOCOL=converged EXECUTOR=pool bash benchmarks/recycling_minilm.sh   (one worker process per core)
 #   EXECUTOR=ray bash benchmarks/recycling_minilm.sh      (a local Ray instance, one worker per core)
 # On machines that allow only loopback traffic, run Ray in a private network namespace (../shared/RAY.md):
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/recycling_minilm.sh'
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-RUN="${RUN:-runs/recycling_minilm}"
+PROTOCOL="${PROTOCOL:-quick}"
+if [ "$PROTOCOL" = quick ]; then SUFFIX=""; else SUFFIX="_$PROTOCOL"; fi
+RUN="${RUN:-runs/recycling_minilm$SUFFIX}"
 DB="$RUN/upcycle.db"
 # bf16 autocast training: 1.5x the examples/s of fp32 training (79.4 vs 51.8) at equal accuracy
 # (benchmarks/results/finetune_speed.json)
@@ -16,6 +22,6 @@ FAST=(--set train_precision=bf16)
 "$UPCYCLE" zoo build --db "$DB" --base minilm --out "$RUN/experts" "${FAST[@]}" --set max_train=3000 \
   --sources ag_news,cola,dair_emotion,esnli,financial_phrasebank,imdb,isear,mrpc,sst2,stsb,trec_coarse,tweet_eval_offensive
 "$UPCYCLE" bench --db "$DB" --base minilm --suite benchmarks/suites/recycling_minilm.yaml --seeds 2 "${FAST[@]}" \
-  --executor "${EXECUTOR:-local}"
-"$UPCYCLE" report --db "$DB" --bench recycling10-minilm --out benchmarks/results --prefix recycling_minilm \
+  --protocol "$PROTOCOL" --executor "${EXECUTOR:-local}"
+"$UPCYCLE" report --db "$DB" --bench recycling10-minilm --out benchmarks/results --prefix "recycling_minilm$SUFFIX" \
   --probe-target tweet_eval_irony

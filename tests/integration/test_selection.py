@@ -149,7 +149,7 @@ def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path, monkeypat
     assert ranked.exit_code == 0, ranked.output
     assert "starting points for reviews" in ranked.output
     assert re.search(r"cost: \d+\.\d s of CPU time for this target", ranked.output), ranked.output
-    verified = runner.invoke(app, [*args, "--estimator", "logme", "--verify-top", "1", "--format", "json",
+    verified = runner.invoke(app, [*args, "--estimator", "logme", "--verify-top", "1", "--format", "json", "--protocol", "quick",
                                    *[f"--set={k}={v}" for k, v in FAST.items()]])
     assert verified.exit_code == 0, verified.output
     (answer,) = json.loads(verified.stdout)
@@ -343,7 +343,7 @@ def test_select_with_the_prior_says_whether_to_switch_and_verifies_what_overlaps
     target = shared_data / "poem_sentiment"  # in the grid: its verification finetunes are already stored
     names = [c.checkpoint.name for c in bench.candidates]  # the zoo may hold another architecture by now
     (chosen,) = select(store, target, candidates=names, estimator="prior", verify_top="auto", budget=30.0,
-                       overrides=FAST)
+                       protocol="quick", overrides=FAST)
     gains = stored_gains(SelectionContext(store=store, target=load_task(target), candidates=tuple(
         store.get_checkpoint(c.checkpoint.fingerprint) for c in bench.candidates),
         excluded_tasks=overlapping("poem_sentiment")))
@@ -356,7 +356,7 @@ def test_select_with_the_prior_says_whether_to_switch_and_verifies_what_overlaps
     assert all(v.cached for v in chosen.verified) and not any("--budget" in n for n in chosen.estimate.notes)
     # a budget too small for one finetune (50 epochs, none stored) verifies nothing, and says so in one line
     (poor,) = select(store, target, candidates=names, estimator="size", verify_top=2, budget=0.5,
-                     overrides={"epochs": 50})
+                     protocol="quick", overrides={"epochs": 50})
     assert poor.verified == () and any("so verifying nothing" in note for note in poor.estimate.notes)
     shown = runner.invoke(app, ["select", str(target), "--estimator", "prior", "--candidates", ",".join(names),
                                 "--db", str(store.path)])

@@ -19,7 +19,7 @@ from upcycle.store import Store
 from upcycle.zoo import build_zoo
 
 FAST = {"max_train": 48, "max_eval": 48, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0}
-SETS = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]
+SETS = ["--protocol", "quick", *(arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}"))]
 runner = CliRunner()
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import statistics
 from pathlib import Path
 
 import pytest
+
+from upcycle.protocols import PRESETS
 
 SPEC = importlib.util.spec_from_file_location(
     "base_convergence", Path(__file__).parents[2] / "benchmarks" / "base_convergence.py")
@@ -57,3 +60,16 @@ def test_the_choice_is_the_cheapest_candidate_that_meets_on_the_choose_on_target
     judged = {"quick": parts(False, 10), "long": parts(True, 500), "middle": parts(True, 200, held_out_meets=False)}
     assert base_convergence.choose(judged) == "middle"  # the held-out half judges the choice; it does not make it
     assert base_convergence.choose({"quick": parts(False, 10)}) is None
+
+
+def test_the_converged_preset_is_the_protocol_the_committed_benchmark_chose():
+    """``upcycle``'s ``converged`` preset is the candidate ``base_convergence.py`` chose (bf16 training aside: the
+    benchmark trains in bf16 like the committed grid, the preset keeps fp32 like ``quick`` and ``paper``), so the
+    committed grid under ``converged+`` and the benchmark's arm are the same finetunes, key for key."""
+    report = json.loads((Path(__file__).parents[2] / "benchmarks" / "results" / "base_convergence.json").read_text())
+    chosen = report["nested_choice"]["chosen"]
+    assert chosen is not None and report["candidates"][chosen]["judged"]["choose_on"]["meets"]
+    overrides = report["candidates"][chosen]["overrides"]
+    assert overrides.pop("train_precision") == "bf16"
+    assert (PRESETS["converged"].model_dump(exclude={"name"})
+            == PRESETS["quick"].with_overrides(overrides).model_dump(exclude={"name"}))

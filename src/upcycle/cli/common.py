@@ -37,7 +37,7 @@ console = _console(stderr=False)
 errors = _console(stderr=True)
 
 DbOption = Annotated[Path, typer.Option("--db", help="Results database (SQLite).", envvar="UPCYCLE_DB")]
-ProtocolOption = Annotated[str, typer.Option(help="Preset: quick or paper.")]
+ProtocolOption = Annotated[str, typer.Option(help="Preset: quick, converged or paper.")]
 OVERRIDE_METAVAR = "FIELD=VALUE"  # a protocol override, repeatable (list options would read <list[str]> in --help)
 MERGE_PARAMETER_METAVAR = "NAME=VALUE"
 SetOption = Annotated[list[str] | None, typer.Option(

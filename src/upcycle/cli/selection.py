@@ -68,7 +68,7 @@ def select(
     examples: Annotated[int, typer.Option(help="Target training examples the estimators read.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the target sample.")] = 0,
     seeds: Annotated[int, typer.Option(help="Seeds per verification finetune.")] = 1,
-    protocol: ProtocolOption = "quick",
+    protocol: ProtocolOption = "converged",
     set_: SetOption = None,
     text_column: TextColumnOption = "text",
     text_pair_column: TextPairColumnOption = None,

@@ -208,7 +208,7 @@ def select(
     examples: int = DEFAULT_EXAMPLES,
     seed: int = 0,
     seeds: int = 1,
-    protocol: str | Protocol = "quick",
+    protocol: str | Protocol = "converged",
     overrides: dict[str, Any] | None = None,
     on_note: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
@@ -221,7 +221,9 @@ def select(
     Returns one :class:`Selection` per architecture. ``budget`` caps the seconds of estimation per architecture,
     on the cost clock of the device it runs on (``$UPCYCLE_DEVICE`` or auto; CPU seconds on the CPU, wall seconds
     on an accelerator), and the estimator falls back to a cheaper one when it would overrun; ``verify_top`` K > 0
-    finetunes the top K and the vanilla base on ``target`` under ``protocol`` with ``seeds`` seeds, and ``"auto"``
+    finetunes the top K and the vanilla base on ``target`` under ``protocol`` (default ``converged``: a base trained
+    to within 2 points of a long run, so the measured gain is the checkpoint's, not how fast a head is learned) with
+    ``seeds`` seeds, and ``"auto"``
     picks K from the predicted-gain intervals (:func:`~.advice.auto_verify_top`). With a ``budget``, K is cut so
     that estimation and verification together fit it (:func:`verification_costs` says how a finetune is priced).
     With ``save``, the choice (the measured best; when nothing was verified, the top pick, or the base when no
