@@ -6,12 +6,16 @@
 # benchmarks/results/selection_minilm.md and .json. Estimators that ignore the sample size (prior, fewshot, size,
 # random) run once per size all the same; pass EXAMPLES=128 for the single-size table.
 #   bash benchmarks/selection_minilm.sh
+# PROTOCOL=converged judges them against the grid under the converged protocol (issue 17; the ground truth of a
+# base trained to convergence) and writes benchmarks/results/selection_minilm_converged.md and .json.
 # On machines that allow only loopback traffic, run the grid's Ray workers in a private network namespace:
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-RUN="${RUN:-runs/recycling_minilm}"
+PROTOCOL="${PROTOCOL:-quick}"
+if [ "$PROTOCOL" = quick ]; then SUFFIX=""; else SUFFIX="_$PROTOCOL"; fi
+RUN="${RUN:-runs/recycling_minilm$SUFFIX}"
 
-bash benchmarks/recycling_minilm.sh
+PROTOCOL="$PROTOCOL" RUN="$RUN" bash benchmarks/recycling_minilm.sh
 "$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-64,128,256}" \
-  --out benchmarks/results/selection_minilm
+  --out "benchmarks/results/selection_minilm$SUFFIX"

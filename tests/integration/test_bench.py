@@ -149,6 +149,7 @@ def test_cli_bench_leaderboard_report_and_model_card(zoo, tiny_bert, suite_file,
     bench = runner.invoke(app, ["bench", "--suite", str(suite_file), "--base", str(tiny_bert), *sets, *db])
     assert bench.exit_code == 0, bench.output
     assert "vanilla base" in bench.output and "to run" in bench.output
+    assert "warning: the quick protocol trains each finetune briefly" in bench.output  # says what quick measures
     board = runner.invoke(app, ["leaderboard", "--format", "json", *db])
     assert board.exit_code == 0 and json.loads(board.output)["rows"][0]["rank"] is None
     assert runner.invoke(app, ["leaderboard", "--format", "markdown", *db]).output.startswith("## Leaderboard")
