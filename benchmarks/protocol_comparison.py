@@ -10,11 +10,10 @@ Issue 17, item 2: the same 12 experts and vanilla MiniLM on the same 10 targets 
 * the Spearman correlation of the two candidate rankings, with a 95% interval from resampling targets (both
   rankings recomputed on each draw), and how many candidates beat the base under each.
 
-Only (candidate, target) cells measured under both protocols are compared, so a grid still running gives a
-partial table that says how many targets it covers.
+Only (candidate, target, seed) cells measured under both protocols are compared, so a grid still running gives a
+partial table that says how many targets and cells it covers.
 
-    .venv/bin/python benchmarks/protocol_comparison.py \\
-        --quick benchmarks/results/recycling_minilm_quick.csv --converged benchmarks/results/recycling_minilm.csv
+    .venv/bin/python benchmarks/protocol_comparison.py    # the committed quick grid vs recycling_minilm_converged.csv
 
 writes ``benchmarks/results/protocol_comparison.json`` and ``.md``.
 """
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,14 @@ def load_grid(path: Path) -> pd.DataFrame:
 
 
 def shared_cells(quick: pd.DataFrame, converged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both grids cut to the targets where both measured the base and to the (candidate, target) pairs both
-    measured, so every comparison is like for like."""
+    """Both grids cut to the targets where both measured the base and to the (candidate, target, seed) cells both
+    measured, so every comparison is like for like (a grid still running may hold one seed of a cell)."""
     targets = sorted(set(quick.loc[quick["is_base"], "target"]) & set(converged.loc[converged["is_base"], "target"]))
-    pairs = set(zip(quick["candidate"], quick["target"])) & set(zip(converged["candidate"], converged["target"]))
+    key = ["candidate", "target", "seed"]
+    both = set(quick[key].itertuples(index=False, name=None)) & set(converged[key].itertuples(index=False, name=None))
 
     def cut(cells: pd.DataFrame) -> pd.DataFrame:
-        paired = pd.Series([pair in pairs for pair in zip(cells["candidate"], cells["target"])], index=cells.index)
+        paired = pd.Series([cell in both for cell in cells[key].itertuples(index=False, name=None)], index=cells.index)
         keep = cells["target"].isin(targets) & paired
         return cells[keep].reset_index(drop=True)
 
@@ -97,37 +98,41 @@ def compare(quick: pd.DataFrame, converged: pd.DataFrame, *, draws: int = 2000) 
     per_target = [{"target": t, "metric": str(quick.loc[quick["target"] == t, "metric"].iloc[0]),
                    **{f"base_{name}": base[name][t] for name in grids},
                    **{f"mean_gain_{name}": float(gains[name][t].mean()) for name in grids}} for t in targets]
+    base_scores = {name: scores_by_target(cells[cells["is_base"]]) for name, cells in grids.items()}
+    averages = {name: table.mean(axis=1) for name, table in gains.items()}
+    ranks = {name: average.rank(ascending=False, method="min") for name, average in averages.items()}
     per_candidate = []
     for candidate in gains["quick"].index:
         row: dict[str, Any] = {"candidate": candidate}
         for name, cells in grids.items():
-            own = cells[cells["candidate"] == candidate]
-            low, high = bootstrap_gain_interval(scores_by_target(own), scores_by_target(cells[cells["is_base"]]),
-                                                draws=draws)
-            average = gains[name].mean(axis=1)
-            row |= {f"gain_{name}": float(average[candidate]), f"ci_{name}": [low, high],
-                    f"rank_{name}": int(average.rank(ascending=False, method="min")[candidate])}
+            own = scores_by_target(cells[cells["candidate"] == candidate])
+            low, high = bootstrap_gain_interval(own, base_scores[name], draws=draws)
+            row |= {f"gain_{name}": float(averages[name][candidate]), f"ci_{name}": [low, high],
+                    f"rank_{name}": int(ranks[name][candidate])}
         per_candidate.append(row)
     per_candidate.sort(key=lambda row: row["rank_converged"])
     return {
         "targets": targets,
+        "cells": len(converged),
         "per_target": per_target,
         "per_candidate": per_candidate,
         "ranking_agreement": ranking_agreement(gains["quick"], gains["converged"], draws=draws),
-        "beating_base": {name: int((gains[name].mean(axis=1) > 0).sum()) for name in grids},
+        "beating_base": {name: int((average > 0).sum()) for name, average in averages.items()},
         "mean_base_gap_points": float(np.mean([100 * (row["base_converged"] - row["base_quick"])
                                                for row in per_target])),
     }
 
 
-def markdown(report: dict[str, Any], complete: bool) -> str:
+def markdown(report: dict[str, Any], complete: bool,
+             command: str = ".venv/bin/python benchmarks/protocol_comparison.py") -> str:
     agree = report["ranking_agreement"]
     lines = [
         "# Quick vs converged protocol: the committed MiniLM grid (issue 17)",
         "",
-        ("" if complete else f"**Partial:** {len(report['targets'])} targets measured under both protocols so far. ")
+        ("" if complete else f"**Partial:** {len(report['targets'])} targets and {report['cells']} cells measured "
+         "under both protocols so far. ")
         + "Gains in points over the vanilla base under the same protocol; intervals are 95% bootstrap intervals "
-        "(targets and seeds resampled). Regenerate with `.venv/bin/python benchmarks/protocol_comparison.py`.",
+        f"(targets and seeds resampled). Regenerate with `{command}`.",
         "",
         "## The vanilla base",
         "",
@@ -158,19 +163,21 @@ def markdown(report: dict[str, Any], complete: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", type=Path, default=RESULTS / "recycling_minilm_quick.csv")
-    parser.add_argument("--converged", type=Path, default=RESULTS / "recycling_minilm.csv")
+    parser.add_argument("--quick", type=Path, default=RESULTS / "recycling_minilm.csv")
+    parser.add_argument("--converged", type=Path, default=RESULTS / "recycling_minilm_converged.csv",
+                        help="written by PROTOCOL=converged bash benchmarks/recycling_minilm.sh")
     parser.add_argument("--out", type=Path, default=RESULTS / "protocol_comparison")
     parser.add_argument("--draws", type=int, default=2000)
     args = parser.parse_args()
     quick, converged = load_grid(args.quick), load_grid(args.converged)
     report = compare(quick, converged, draws=args.draws)
     complete = set(report["targets"]) == set(quick["target"]) and len(converged) == len(quick)
-    report |= {"complete": complete, "sources": {"quick": str(args.quick),
-                                                 "converged": str(args.converged)}}
+    report |= {"complete": complete, "sources": {"quick": str(args.quick), "converged": str(args.converged)}}
     write_atomic(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    write_atomic(args.out.with_suffix(".md"), markdown(report, complete))
-    print(markdown(report, complete))
+    command = " ".join([".venv/bin/python benchmarks/protocol_comparison.py", *sys.argv[1:]])
+    text = markdown(report, complete, command)
+    write_atomic(args.out.with_suffix(".md"), text)
+    print(text)
 
 
 if __name__ == "__main__":

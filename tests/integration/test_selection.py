@@ -149,8 +149,8 @@ def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path, monkeypat
     assert ranked.exit_code == 0, ranked.output
     assert "starting points for reviews" in ranked.output
     assert re.search(r"cost: \d+\.\d s of CPU time for this target", ranked.output), ranked.output
-    verified = runner.invoke(app, [*args, "--estimator", "logme", "--verify-top", "1", "--format", "json", "--protocol", "quick",
-                                   *[f"--set={k}={v}" for k, v in FAST.items()]])
+    verified = runner.invoke(app, [*args, "--estimator", "logme", "--verify-top", "1", "--format", "json",
+                                   "--protocol", "quick", *[f"--set={k}={v}" for k, v in FAST.items()]])
     assert verified.exit_code == 0, verified.output
     (answer,) = json.loads(verified.stdout)
     assert answer["cost_device"] == "cpu" and answer["cpu_seconds"] > 0

@@ -363,7 +363,8 @@ def test_the_cli_builds_and_serves_the_site(tmp_path):
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            pytest.fail(f"--serve did not stop within 60 s of Ctrl-C; it printed after the URL:\n{process.communicate()[0]}")
+            rest = process.communicate()[0]
+            pytest.fail(f"--serve did not stop within 60 s of Ctrl-C; it printed after the URL:\n{rest}")
     assert process.returncode == 0
 
 

@@ -36,6 +36,9 @@ def test_only_what_both_protocols_measured_is_compared():
     quick, converged = protocol_comparison.shared_cells(QUICK, CONVERGED)
     assert set(quick["target"]) == set(converged["target"]) == {"a", "b"}
     assert len(quick) == len(converged) == 4 * 2 * 2
+    one_seed = CONVERGED[(CONVERGED["seed"] == 0) | CONVERGED["is_base"]]  # a running grid: candidates' seed 0 only
+    quick, converged = protocol_comparison.shared_cells(QUICK, one_seed)
+    assert len(quick) == len(converged) == 2 * 2 + 3 * 2 and set(quick.loc[~quick["is_base"], "seed"]) == {0}
 
 
 def test_gains_ranks_and_agreement_from_planted_grids():
@@ -56,4 +59,4 @@ def test_gains_ranks_and_agreement_from_planted_grids():
     agreement = report["ranking_agreement"]
     assert agreement["spearman"] == pytest.approx(-0.866, abs=1e-3) and agreement["candidates"] == 3
     assert report["beating_base"] == {"quick": 3, "converged": 2}
-    assert "Partial:** 2 targets" in protocol_comparison.markdown(report, complete=False)
+    assert "Partial:** 2 targets and 16 cells" in protocol_comparison.markdown(report, complete=False)
