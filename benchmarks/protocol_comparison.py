@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,8 @@ def main() -> None:
     quick, converged = load_grid(args.quick), load_grid(args.converged)
     report = compare(quick, converged, draws=args.draws)
     complete = set(report["targets"]) == set(quick["target"]) and len(converged) == len(quick)
-    report |= {"complete": complete, "sources": {"quick": str(args.quick), "converged": str(args.converged)}}
+    report |= {"complete": complete, "sources": {name: os.path.relpath(path.resolve(), ROOT)
+                                                 for name, path in (("quick", args.quick), ("converged", args.converged))}}
     write_atomic(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     command = " ".join([".venv/bin/python benchmarks/protocol_comparison.py", *sys.argv[1:]])
     text = markdown(report, complete, command)
