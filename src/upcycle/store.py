@@ -9,6 +9,7 @@ migrations in order inside one transaction, and a database from a newer upcycle 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,6 +121,18 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Each table's identity: a row whose key is stored already is the same record (results are keyed by what
+# determines them), so a merge copies only the keys it lacks. Order: what later rows refer to comes first.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("fingerprint",),
+    "tasks": ("fingerprint",),
+    "finetune_results": ("key",),
+    "benches": ("name",),
+    "features": ("checkpoint_fingerprint", "task_fingerprint", "sample"),
+    "imported_gains": ("source", "base"),
+    "zero_shot_scores": ("key",),
+}
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -158,6 +171,18 @@ def migrate(connection: sqlite3.Connection, migrations: list[str] = MIGRATIONS) 
             connection.execute("ROLLBACK")
         raise
     return found
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    """What :meth:`Store.merge_from` did. ``added`` and ``present`` count rows per table (copied; stored here
+    already, this store's kept); ``differing`` lists the result cells stored in both with different scores (the
+    same finetune run elsewhere, e.g. on another device); ``skipped`` lists rows not copied, with the reason."""
+
+    added: dict[str, int]
+    present: dict[str, int]
+    differing: list[str]
+    skipped: list[str]
 
 
 class Store:
@@ -225,6 +250,89 @@ class Store:
     @property
     def schema_version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    # ---------------------------------------------------------------- merging stores
+
+    def merge_from(self, other: str | Path) -> MergeSummary:
+        """Copy into this store every row of the store at ``other`` that it lacks: results, zoo entries, tasks,
+        benches, cached features, imported gains and zero-shot scores. A key stored in both keeps this store's row.
+
+        ``other`` is opened read-only and never changed. Its rows are checked first (a result whose score is not
+        finite or disagrees with its record, a zoo name that is another checkpoint here) and the copy is one
+        transaction, so a bad source or an interruption leaves this store as it was.
+        """
+        source_path = Path(other)
+        if not source_path.is_file():
+            raise StoreError(f"{source_path}: no such database.")
+        if source_path.resolve() == self.path.resolve():
+            raise StoreError(f"{source_path} is this store; merge another database into it.")
+        try:
+            source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            raise StoreError(f"{source_path}: cannot open it read-only ({error}).") from None
+        try:
+            rows = self._read_mergeable(source, source_path)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{source_path}: not a usable upcycle database ({error}).") from None
+        finally:
+            source.close()
+        added = {table: 0 for table in rows}
+        present = {table: 0 for table in rows}
+        differing: list[str] = []
+        skipped: list[str] = []
+        names_here = {name: fingerprint for fingerprint, name in self._db.execute(
+            "SELECT fingerprint, name FROM checkpoints")}
+        with self._transaction() as db:
+            for table, (columns, records) in rows.items():
+                keys = TABLE_KEYS[table]
+                where = " AND ".join(f"{column} = ?" for column in keys)
+                insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+                for record in records:
+                    row = dict(zip(columns, record))
+                    identity = [row[column] for column in keys]
+                    existing = db.execute(f"SELECT * FROM {table} WHERE {where}", identity).fetchone()
+                    if existing is not None:
+                        present[table] += 1
+                        here = dict(zip(columns, existing))
+                        if table == "finetune_results" and here["score"] != row["score"]:
+                            differing.append(f"{row['task_name']} seed {row['seed']} from "
+                                             f"{row['base_fingerprint'][:12]}: {here['score']:.4f} here, "
+                                             f"{row['score']:.4f} there")
+                        elif table == "benches" and here["definition"] != row["definition"]:
+                            skipped.append(f"bench {row['name']}: defined differently here; this store's kept")
+                        continue
+                    if table == "checkpoints" and names_here.get(row["name"], row["fingerprint"]) != row["fingerprint"]:
+                        skipped.append(f"zoo entry {row['name']} ({row['fingerprint'][:12]}): the name is another "
+                                       "checkpoint here; its results are copied, `upcycle zoo add` names it")
+                        continue
+                    db.execute(insert, record)
+                    added[table] += 1
+                    if table == "checkpoints":
+                        names_here[row["name"]] = row["fingerprint"]
+        return MergeSummary(added=added, present=present, differing=differing, skipped=skipped)
+
+    def _read_mergeable(self, source: sqlite3.Connection,
+                        source_path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+        """``{table: (columns, rows)}`` of the tables ``source`` shares with this store, rows checked."""
+        version = source.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{source_path} has schema version {version}, newer than this upcycle understands "
+                             f"({SCHEMA_VERSION}). Upgrade upcycle.")
+        tables = {name for (name,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "finetune_results" not in tables:
+            raise StoreError(f"{source_path}: not an upcycle database (it has no finetune_results table).")
+        rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+        for table in TABLE_KEYS:
+            if table not in tables:  # an older schema: migrations only ever added tables
+                continue
+            columns = [column for (_, column, *_rest) in self._db.execute(f"PRAGMA table_info({table})")]
+            rows[table] = (columns, source.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall())
+        columns, records = rows["finetune_results"]
+        bad = [problem for record in records if (problem := _result_problem(dict(zip(columns, record))))]
+        if bad:
+            raise StoreError(f"{source_path}: {len(bad)} stored result(s) are damaged, nothing merged: "
+                             + "; ".join(bad[:3]))
+        return rows
 
     # ---------------------------------------------------------------- results
 
@@ -458,6 +566,22 @@ class Store:
                 "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?)",
                 (fingerprint, name, source, kind, num_labels, json.dumps(sizes), _now()),
             )
+
+
+def _result_problem(row: dict[str, Any]) -> str | None:
+    """Why a stored result row cannot be trusted, or None."""
+    label = f"{row.get('task_name')} seed {row.get('seed')} ({str(row.get('key'))[:12]})"
+    score = row.get("score")
+    if not isinstance(score, (int, float)) or not math.isfinite(score):
+        return f"{label}: score {score!r} is not a finite number"
+    try:
+        FinetuneSpec.model_validate_json(row["spec"])
+        result = FinetuneResult.model_validate_json(row["result"])
+    except ValueError as error:
+        return f"{label}: its record does not parse ({str(error).splitlines()[0]})"
+    if result.key != row["key"] or result.score != score:
+        return f"{label}: its record disagrees with its row (key or score)"
+    return None
 
 
 def _now() -> str:

@@ -1,12 +1,17 @@
-"""The SQLite results store: idempotent puts, schema versions and migrations, corrupt files, the zoo."""
+"""The SQLite results store: idempotent puts, schema versions and migrations, corrupt files, the zoo, and merging
+another store into one (`upcycle store merge`: a grid run on another machine)."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from upcycle.checkpoints import CheckpointRef
+from upcycle.cli import app
 from upcycle.errors import StoreError
 from upcycle.protocols import PRESETS
 from upcycle.specs import FinetuneResult, FinetuneSpec
@@ -102,3 +107,102 @@ def test_zoo_entries_keep_lineage(store):
     entry = store.get_checkpoint("c" * 64)
     assert (entry.name, entry.path, entry.source_task, entry.base_fingerprint) == ("renamed", "/c2", "sst2", "b" * 64)
     assert [e.name for e in store.checkpoints()] == ["base", "renamed"]
+
+
+# ---------------------------------------------------------------- merging stores
+
+runner = CliRunner()
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fill(path, scores: dict[int, float], *, name: str = "expert") -> None:
+    """A store holding one zoo entry, a bench, cached features and one result per seed."""
+    with Store(path) as store:
+        store.put_checkpoint(fingerprint="c" * 64, name=name, path="/c", arch="bert-L2", model_type="bert")
+        store.put_bench("grid", "bert-L2", '{"targets": ["t"]}')
+        store.put_features("c" * 64, "e" * 64, "64", np.ones((4, 3)), 1.5)
+        for seed, score in scores.items():
+            spec = make_spec(seed)
+            store.put_result(spec, make_result(spec, score))
+
+
+def test_merge_copies_what_is_missing_keeps_what_is_stored_and_never_changes_the_source(tmp_path):
+    fill(tmp_path / "gpu.db", {0: 0.5, 1: 0.6, 2: 0.7})
+    fill(tmp_path / "here.db", {0: 0.5, 1: 0.65})
+    before = digest(tmp_path / "gpu.db")
+    with Store(tmp_path / "here.db") as store:
+        summary = store.merge_from(tmp_path / "gpu.db")
+        assert summary.added["finetune_results"] == 1 and summary.present["finetune_results"] == 2
+        assert summary.added["checkpoints"] == 0 and summary.present["features"] == 1
+        assert summary.differing == ["t seed 1 from ffffffffffff: 0.6500 here, 0.6000 there"]
+        assert summary.skipped == []
+        assert sorted((r.seed, r.score) for r in store.results()) == [(0, 0.5), (1, 0.65), (2, 0.7)]
+        again = store.merge_from(tmp_path / "gpu.db")
+        assert sum(again.added.values()) == 0  # idempotent
+    assert digest(tmp_path / "gpu.db") == before
+
+
+def test_merge_into_an_empty_store_copies_everything(tmp_path):
+    fill(tmp_path / "gpu.db", {0: 0.5, 1: 0.6})
+    with Store(tmp_path / "new.db") as store:
+        summary = store.merge_from(tmp_path / "gpu.db")
+        assert {table: summary.added[table] for table in ("checkpoints", "benches", "features", "finetune_results")} \
+            == {"checkpoints": 1, "benches": 1, "features": 1, "finetune_results": 2}
+        assert store.checkpoint_named("expert").fingerprint == "c" * 64
+        features, seconds = store.get_features("c" * 64, "e" * 64, "64")
+        assert features.shape == (4, 3) and seconds == 1.5
+
+
+def test_a_zoo_name_taken_by_another_checkpoint_is_not_copied_but_its_results_are(tmp_path):
+    fill(tmp_path / "gpu.db", {0: 0.5})
+    with Store(tmp_path / "here.db") as store:
+        store.put_checkpoint(fingerprint="d" * 64, name="expert", path="/d", arch="bert-L2", model_type="bert")
+        summary = store.merge_from(tmp_path / "gpu.db")
+        assert summary.added["finetune_results"] == 1
+        assert len(summary.skipped) == 1 and "the name is another checkpoint here" in summary.skipped[0]
+        assert store.checkpoint_named("expert").fingerprint == "d" * 64
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("UPDATE finetune_results SET score = 9e999", "not a finite number"),
+    ("UPDATE finetune_results SET score = 0.99", "disagrees with its row"),
+    ("UPDATE finetune_results SET result = '{'", "does not parse"),
+])
+def test_a_damaged_source_is_refused_whole_and_changes_nothing(tmp_path, damage, message):
+    fill(tmp_path / "gpu.db", {0: 0.5, 1: 0.6})
+    connection = sqlite3.connect(tmp_path / "gpu.db")
+    connection.execute(damage + " WHERE seed = 1")
+    connection.commit()
+    connection.close()
+    fill(tmp_path / "here.db", {})
+    before = digest(tmp_path / "here.db")
+    with Store(tmp_path / "here.db") as store, pytest.raises(StoreError, match=message):
+        store.merge_from(tmp_path / "gpu.db")
+    assert digest(tmp_path / "here.db") == before
+
+
+def test_sources_that_cannot_be_merged_are_clear_errors(tmp_path):
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    sqlite3.connect(tmp_path / "plain.db").execute("CREATE TABLE x (y)")
+    sqlite3.connect(tmp_path / "newer.db").execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with Store(tmp_path / "here.db") as store:
+        for name, message in (("junk.db", "not a usable upcycle database"), ("plain.db", "no finetune_results"),
+                              ("newer.db", "newer than this upcycle"), ("missing.db", "no such database"),
+                              ("here.db", "is this store")):
+            with pytest.raises(StoreError, match=message):
+                store.merge_from(tmp_path / name)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_the_cli_prints_what_it_copied_and_where_the_stores_disagree(tmp_path):
+    fill(tmp_path / "gpu.db", {0: 0.5, 1: 0.6})
+    fill(tmp_path / "here.db", {1: 0.65})
+    outcome = runner.invoke(app, ["store", "merge", str(tmp_path / "gpu.db"), "--db", str(tmp_path / "here.db")])
+    assert outcome.exit_code == 0, outcome.output
+    assert "finetune_results │ 1" in outcome.output
+    assert "1 stored in both with different scores" in outcome.output and "0.6500 here, 0.6000 there" in outcome.output
+    outcome = runner.invoke(app, ["store", "merge", str(tmp_path / "nope.db"), "--db", str(tmp_path / "here.db")])
+    assert outcome.exit_code == 2 and "no such database" in outcome.output

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import experts, finetune, flip, fusion, merging, ranking, scoring, selection, site, zoo  # noqa: F401
+from . import experts, finetune, flip, fusion, merging, ranking, scoring, selection, site, store, zoo  # noqa: F401
 
 # isort: off  (the modules register their commands in this order, which is the order of `upcycle --help`)
 from .common import app
