@@ -7,6 +7,12 @@ on the held-out target's published scores (Regret@1/3/5, NDCG: ``upcycle.selecti
 over the 36 targets get 95% bootstrap intervals (targets resampled; the prior - random difference is paired).
 The same run without the profile screen (the column-shifted rows kept as if sound) shows what it is for.
 
+It also measures how often the prior's 95% interval of a candidate's gain covers the gain published on the held-out
+target, for every (candidate, target) pair and for each target's top pick: the Student-t prediction interval that
+``select`` prints (``upcycle.selection.metrics.prediction_interval``), and the percentile bootstrap interval of the
+mean gain that it printed before (``bootstrap_mean_interval``), which is the interval of the average, not of one
+new target's gain.
+
     .venv/bin/python benchmarks/published_prior.py        # writes benchmarks/results/published_prior.json
 
 CPU only, a few seconds. The issue (17, item 5) quotes prior Regret@1 3.50 vs random 5.72, Regret@3 2.47 vs 3.94.
@@ -26,6 +32,7 @@ import pandas as pd
 from upcycle.ranking.loto import bootstrap_mean, loto_prior, loto_quality
 from upcycle.ranking.published import import_published
 from upcycle.report import write_atomic
+from upcycle.selection.metrics import bootstrap_mean_interval, prediction_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT.parent / "shared" / "external" / "model-recycling"
@@ -52,6 +59,32 @@ def evaluate(scores: pd.DataFrame, gains: pd.DataFrame, draws: int) -> dict:
                                       "random": {m: round(float(chance.loc[target, m]), 3) for m in METRICS}}
                              for target in prior.index}
     return summary
+
+
+def interval_coverage(gains: pd.DataFrame) -> dict:
+    """Leave one target out: the share of held-out gains inside each kind of 95% interval computed from the
+    candidate's gains on the other targets, over all (candidate, target) pairs and over each target's top pick (the
+    highest mean gain on the other targets), with the intervals' mean width in points."""
+    rng = np.random.default_rng(0)
+    kinds = {"prediction interval (printed now)": prediction_interval,
+             "interval of the mean gain (printed before)": lambda values: bootstrap_mean_interval(values, rng=rng)}
+    hits: dict[str, dict[str, list[bool]]] = {kind: {"all": [], "top_pick": []} for kind in kinds}
+    widths: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for target in gains.columns:
+        others = gains.drop(columns=target)
+        top = others.mean(axis=1).idxmax()
+        for candidate, row in others.iterrows():
+            held_out = gains.at[candidate, target]
+            for kind, interval in kinds.items():
+                low, high = interval(row.to_numpy(float))
+                hits[kind]["all"].append(low <= held_out <= high)
+                widths[kind].append(high - low)
+                if candidate == top:
+                    hits[kind]["top_pick"].append(low <= held_out <= high)
+    return {kind: {"coverage": round(float(np.mean(hits[kind]["all"])), 4),
+                   "top_pick_coverage": round(float(np.mean(hits[kind]["top_pick"])), 4),
+                   "mean_width_points": round(float(np.mean(widths[kind])), 2),
+                   "pairs": len(hits[kind]["all"]), "top_picks": len(hits[kind]["top_pick"])} for kind in kinds}
 
 
 def main() -> None:
@@ -88,6 +121,7 @@ def main() -> None:
                     "regret = (best - best of the top k) / best x 100; 95% CI: bootstrap over targets",
         "issue_figures": ISSUE,
         "screened": clean,
+        "interval_coverage": interval_coverage(full),
         "without_profile_screen": unscreened,
         "draws": args.draws,
         "python": platform.python_version(),
@@ -99,6 +133,9 @@ def main() -> None:
             cells = [f"{m} {summary[name][m]['mean']:.2f} [{summary[name][m]['ci95'][0]:.2f}, "
                      f"{summary[name][m]['ci95'][1]:.2f}]" for m in METRICS]
             print(f"  {name:>18}: " + "; ".join(cells))
+    for kind, entry in result["interval_coverage"].items():
+        print(f"{kind}: covers {entry['coverage']:.1%} of held-out gains ({entry['top_pick_coverage']:.1%} of the "
+              f"top picks'), mean width {entry['mean_width_points']:.1f} points")
     print(f"wrote {args.out}")
     assert np.isfinite(clean["prior"]["regret_at_1"]["mean"])
 

@@ -97,16 +97,44 @@ def _saved_at(result: FinetuneResult, target: str | Path) -> bool:
 
 def _saved_spec(folder: Path) -> str | None:
     """The spec key recorded in a saved finetune's ``upcycle.json``; None when there is none."""
+    return _saved_record(folder).get("spec_key")
+
+
+def _saved_record(folder: Path) -> dict[str, Any]:
+    """A saved finetune's ``upcycle.json`` (its spec key, task fingerprint, seed, protocol...); {} when none."""
     try:
-        return json.loads((folder / PROVENANCE_FILE).read_text()).get("spec_key")
-    except (OSError, ValueError, AttributeError):
-        return None
+        record = json.loads((folder / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _is_free(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
 
 
 def _refuse_to_overwrite(folder: Path, key: str, store: Store | None) -> None:
     """A ``--save`` folder may be new, empty, or a finetune of this very spec (then it is made again, the same)."""
-    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())) or _saved_spec(folder) == key:
+    if _is_free(folder) or _saved_spec(folder) == key:
         return
+    _refuse_occupied(folder, store)
+
+
+def refuse_unfit_save_folder(folder: Path, task_fingerprint: str, protocol: Protocol, store: Store | None,
+                             seed: int = 0) -> None:
+    """Before any work: refuse a ``--save`` folder that cannot be a finetune on this task under ``protocol`` with
+    ``seed``, whichever checkpoint it starts from (``select`` learns that only after verifying; the whole spec is
+    checked again then, by :func:`finetune`)."""
+    if _is_free(folder):
+        return
+    record = _saved_record(folder)
+    saved_protocol = {k: v for k, v in (record.get("protocol") or {}).items() if k != "name"}
+    if (record.get("task_fingerprint") != task_fingerprint or record.get("seed") != seed
+            or saved_protocol != protocol.model_dump(mode="json", exclude={"name"})):
+        _refuse_occupied(folder, store)
+
+
+def _refuse_occupied(folder: Path, store: Store | None) -> None:
     owner = None if store is None else next(
         (e for e in store.checkpoints() if Path(e.path).resolve() == folder.resolve()), None)
     held = f" and holds the zoo checkpoint {owner.name}" if owner is not None else ""

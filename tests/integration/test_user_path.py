@@ -76,6 +76,22 @@ def test_save_never_overwrites_another_model(zoo, shared_data, tiny_bert, tmp_pa
     assert done.exit_code == 2 and "already exists" in done.output and (occupied / "notes.txt").read_text() == "mine"
 
 
+def test_select_refuses_a_save_folder_that_cannot_take_its_model_before_verifying(zoo, shared_data, tiny_bert,
+                                                                                  tmp_path):
+    db = tmp_path / "own.db"
+    other = tmp_path / "other-protocol"  # a finetune on the same data, but under other settings
+    done = invoke("finetune", tiny_bert, shared_data / "poem_sentiment", *SETS, "--set", "epochs=2", "--save", other,
+                  "--db", db)
+    assert done.exit_code == 0, done.output
+    before = sorted(other.iterdir())
+    refused = invoke("select", shared_data / "poem_sentiment", "--verify-top", 1, "--save", other, *SETS,
+                     "--candidates", zoo / "experts" / "tiny-bert0-sst2", "--db", db)
+    assert refused.exit_code == 2 and "already exists" in refused.output, refused.output
+    assert "train epoch" not in refused.output and sorted(other.iterdir()) == before
+    with Store(db) as store:
+        assert len(store.results()) == 1  # the finetune above; select verified nothing
+
+
 def test_select_save_without_verification_keeps_the_top_pick(zoo, shared_data, tmp_path):
     done = invoke("select", shared_data / "poem_sentiment", "--save", tmp_path / "top", *SETS, "--db",
                   zoo / "upcycle.db")

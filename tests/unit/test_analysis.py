@@ -152,3 +152,14 @@ def test_findings_on_a_designed_matrix():
     crossed = findings(SUMMARY, CROSSED)
     assert crossed["single_target_signal"]["per_target"] == pytest.approx({"t0": 0.8, "t1": 0.8, "t2": -0.8})
     assert crossed["additive_model"]["cells"] == 12 and crossed["additive_model"]["additive"]["r2"] < 1
+
+
+def test_gain_matrix_of_a_grid_with_nothing_to_compare_is_empty():
+    from upcycle.ranking import gain_matrix
+    from upcycle.ranking.bench import GRID_COLUMNS
+
+    empty = pd.DataFrame(columns=GRID_COLUMNS).astype({"is_base": bool, "seed": int, "score": float})
+    assert gain_matrix(empty).empty
+    rows = pd.DataFrame([{column: None for column in GRID_COLUMNS} | {"fingerprint": "c", "target": "t",
+                                                                      "is_base": False, "seed": 0, "score": 0.5}])
+    assert gain_matrix(rows.astype({"is_base": bool, "seed": int, "score": float})).empty  # no base measured

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -265,7 +266,7 @@ def test_a_fresh_store_ranks_the_demo_experts_by_the_shipped_committed_gains(sto
     assert served.startswith("prior: gains of minilm-sst2 (7 targets), minilm-ag_news (9 targets)")
     assert "from the gains shipped with upcycle (minilm_recycling_gains.json)" in served
     assert f"matched by name, same base {MINILM[:8]}" in served and "not on these weights" in served
-    assert unknown == "prior: no gains known for minilm-sst2; ranked last."
+    assert unknown == "prior: no gains known for minilm-sst2; the prior ranks them last."
     # the target and the tasks sharing its data stay out: sst2's expert keeps 7 of 10 targets for rotten_tomatoes
     sst2 = prior(store, experts[:1], "rotten_tomatoes").scores[experts[0].fingerprint]
     assert sst2 == pytest.approx(shipped_gains()[0].sets[0].frame().loc["minilm-sst2"].drop(
@@ -295,6 +296,29 @@ def test_imported_gains_come_before_the_shipped_ones_and_keep_the_target_out(sto
     assert result.scores[cold.fingerprint] == pytest.approx(15.0)
     assert ("from the imported gains of published [FacebookAI/roberta-base (roberta-L12-H768-V50265)], matched by "
             "hub id") in result.notes[0]
+
+
+def test_the_gain_model_predicts_the_gains_of_a_ranking_estimator_with_prediction_intervals(store):
+    from upcycle.selection import selector
+    from upcycle.selection.advice import forecast_gains
+    from upcycle.selection.metrics import prediction_interval
+
+    experts = [entry(f"minilm-{task}", fingerprint=f"{i}" * 64, source_task=task)
+               for i, task in enumerate(["sst2", "dair_emotion"], start=1)]
+    task = load_task(ROOT.parent / "shared" / "datasets" / "poem_sentiment")
+    context = SelectionContext(store=store, target=task, candidates=tuple(experts),
+                               excluded_tasks=overlapping(task.name), meter=CostMeter(device="cpu"))
+    gains = selector.gain_model_estimate(context)
+    assert gains is not None and gains.used == "prior"
+    forecasts = forecast_gains(gains, context)
+    shipped = shipped_gains()[0].sets[0].frame().drop(columns="poem_sentiment")
+    for expert in experts:
+        row = shipped.loc[expert.name].dropna().to_numpy()
+        assert forecasts[expert.fingerprint].gain == pytest.approx(row.mean())
+        assert forecasts[expert.fingerprint].interval == pytest.approx(prediction_interval(row))
+    # a candidate no gains file knows: no estimate at all (no fallback to an estimator that predicts no gain)
+    lonely = replace(context, candidates=(entry("lonely", arch="bert-L2-H32-V30522", base=None),))
+    assert selector.gain_model_estimate(lonely) is None
 
 
 def test_with_no_gains_anywhere_the_prior_falls_back(store):

@@ -19,18 +19,40 @@ from upcycle.selection.advice import (
 
 @pytest.mark.parametrize("forecast, action, words", [
     (GainForecast(2.0, (0.5, 3.5)), SWITCH,
-     "switch to minilm-sst2: the 95% interval of its predicted gain over minilm lies above 0"),
+     "switch to minilm-sst2: the 95% interval of its predicted gain over minilm lies above 0 (prior)"),
     (GainForecast(0.0, (-1.0, 1.0)), STAY, "stay with minilm: no candidate is predicted to beat it"),
     (GainForecast(-0.4, (-2.0, 0.3)), STAY, "stay with minilm: no candidate is predicted to beat it"),
     (GainForecast(1.0, (-0.5, 2.5)), UNCERTAIN,
-     "uncertain: verify (the interval of its predicted gain over minilm includes 0"),
-    (GainForecast(1.0, None), UNCERTAIN, "uncertain: verify (its predicted gain over minilm has no interval"),
-    (None, RANKING_ONLY, "logme predicts a ranking, not a gain over minilm"),
+     "uncertain: verify (the 95% interval of its predicted gain over minilm includes 0; --verify-top auto "
+     "finetunes the candidates whose intervals overlap minilm-sst2's)"),
+    (GainForecast(1.0, None), UNCERTAIN, "uncertain: verify (its predicted gain over minilm has no interval (too few "
+                                         "targets behind it); --verify-top auto finetunes the top 2)"),
+    (None, RANKING_ONLY, "prior predicts a ranking, not a gain over minilm, and no stored bench or imported "
+                         "leaderboard knows these candidates"),
 ])
 def test_switch_stay_or_verify(forecast, action, words):
-    advice = recommend("minilm-sst2", "minilm", forecast, estimator="logme")
+    advice = recommend("minilm-sst2", "minilm", forecast, estimator="prior")
     assert advice.action == action and words in advice.message, advice
-    assert "the base" in recommend("minilm-sst2", None, forecast, estimator="logme").message
+    assert "the base" in recommend("minilm-sst2", None, forecast, estimator="prior").message
+
+
+@pytest.mark.parametrize("forecast, best, action, words", [
+    # the ranking's top pick is also the gain model's best
+    (GainForecast(2.0, (0.5, 3.5)), ("minilm-sst2", GainForecast(2.0, (0.5, 3.5))), SWITCH, "switch to minilm-sst2"),
+    # the gain model knows no gain of the top pick, but another candidate is predicted to help
+    (None, ("minilm-mrpc", GainForecast(1.5, (0.2, 2.8))), UNCERTAIN,
+     "uncertain: verify (prior knows no gain of minilm-sst2; of the candidates it knows, minilm-mrpc is predicted "
+     "best, +1.5 points; --verify-top auto finetunes the top 2)"),
+    # the top pick is predicted to lose, another to gain
+    (GainForecast(-1.0, (-2.0, 0.0)), ("minilm-mrpc", GainForecast(1.5, (0.2, 2.8))), UNCERTAIN,
+     "uncertain: verify (prior predicts minilm-sst2 no gain, but minilm-mrpc +1.5 points"),
+    # no candidate the gain model knows is predicted to beat the base
+    (None, ("minilm-mrpc", GainForecast(-0.5, (-2.0, 1.0))), STAY,
+     "stay with minilm: no candidate is predicted to beat it (prior)"),
+])
+def test_the_gains_of_another_estimator_than_the_rankings(forecast, best, action, words):
+    advice = recommend("minilm-sst2", "minilm", forecast, estimator="prior", best=best)
+    assert advice.action == action and words in advice.message, advice
 
 
 def test_verify_top_auto_counts_the_intervals_that_overlap_the_top_picks():
@@ -42,9 +64,10 @@ def test_verify_top_auto_counts_the_intervals_that_overlap_the_top_picks():
     assert auto_verify_top(many) == (5, "the top 5 (9 candidate(s) whose predicted-gain intervals overlap the top "
                                         "pick's, at most 5)")
     assert auto_verify_top([top, GainForecast(2.0, None), None])[0] == 2  # no interval: cannot be ruled out
-    # no intervals (an estimator that predicts only an order, or a top pick without one): the top 2
-    assert auto_verify_top(None) == (1, "the top 1 (no predicted-gain intervals to choose by)")
+    # no interval for the top pick (no gains predicted, or none known for it, or too few targets): the top 2
+    assert auto_verify_top(None) == (1, "the top 1 (no predicted-gain interval of the top pick to choose by)")
     assert auto_verify_top([None] * 4)[0] == 2 and auto_verify_top([GainForecast(1.0, None)] * 3)[0] == 2
+    assert auto_verify_top([None, top, top])[0] == 2
 
 
 def test_verification_is_cut_to_what_the_budget_leaves():
@@ -87,7 +110,8 @@ def test_select_says_the_predicted_gain_and_whether_to_switch():
     sure = selection("prior", {"t": 2.0, "o": 0.5},
                      {"t": GainForecast(2.0, (0.4, 3.6)), "o": GainForecast(0.5, (-1.0, 2.0))})
     text = printed(sure)
-    assert "predicted gain over minilm: +2.0 points [+0.4, +3.6] (95% interval, prior)" in text, text
+    assert "predicted gain of minilm-sst2 over minilm: +2.0 points [+0.4, +3.6] (95% interval for this target, " \
+           "prior)" in text, text
     assert "recommendation: switch to minilm-sst2" in text and "start from: minilm-sst2" in text
     answer = sure.to_dict()
     assert answer["predicted_gain"] == 2.0 and answer["predicted_interval"] == [0.4, 3.6]
@@ -96,7 +120,7 @@ def test_select_says_the_predicted_gain_and_whether_to_switch():
     worse = selection("prior", {"t": -0.5, "o": -2.0},
                       {"t": GainForecast(-0.5, (-1.5, 0.6)), "o": GainForecast(-2.0, (-3.0, -1.0))})
     text = printed(worse)
-    assert "predicted gain over minilm: -0.5 points [-1.5, +0.6]" in text
+    assert "predicted gain of minilm-sst2 over minilm: -0.5 points [-1.5, +0.6]" in text
     assert "recommendation: stay with minilm: no candidate is predicted to beat it" in text
     assert "start from: minilm at /zoo/minilm" in text and worse.to_dict()["recommendation"]["action"] == STAY
     unsure = selection("prior", {"t": 1.0, "o": 0.5}, {"t": GainForecast(1.0, (-0.2, 2.2))},
@@ -107,15 +131,38 @@ def test_select_says_the_predicted_gain_and_whether_to_switch():
     assert unsure.choice.name == "minilm-sst2"
 
 
-def test_an_estimator_that_predicts_no_gain_says_so():
+def test_without_any_known_gain_select_says_so():
     plain = selection("logme", {"t": -310.2, "o": -320.0})
     text = printed(plain)
     assert "predicted gain" not in text and "recommendation:" not in text
-    assert "logme predicts a ranking, not a gain over minilm: to learn whether switching pays, verify the top " \
-           "candidates (--verify-top auto)" in text, text
+    assert "logme predicts a ranking, not a gain over minilm, and no stored bench or imported leaderboard knows " \
+           "these candidates: to learn whether switching pays, verify the top candidates (--verify-top auto)" in text
     answer = plain.to_dict()
-    assert answer["predicted_gain"] is None and answer["predicted_interval"] is None
+    assert answer["predicted_gain"] is None and answer["predicted_interval"] is None and answer["gain_model"] is None
     assert answer["recommendation"]["action"] == RANKING_ONLY and answer["choice"]["candidate"] == "minilm-sst2"
+
+
+def test_a_ranking_estimator_gets_its_gains_from_the_gain_model(capsys):
+    from upcycle.selection.estimate import Estimate
+
+    prior = Estimate("prior", "prior", {"t": -1.0, "o": 2.0}, seconds=0.01, amortized_seconds=0.0, device="cpu",
+                     notes=("prior: gains of minilm-mrpc (9 targets) from the shipped gains",))
+    chosen = selection("logme", {"t": -310.2, "o": -320.0},
+                       {"t": GainForecast(-1.0, (-3.0, 1.0)), "o": GainForecast(2.0, (0.5, 3.5))},
+                       gain_estimate=prior)
+    text = printed(chosen)
+    assert "predicted gain of minilm-sst2 over minilm: -1.0 points [-3.0, +1.0] (95% interval for this target, " \
+           "prior; the ranking is logme's)" in text, text
+    assert "recommendation: uncertain: verify (prior predicts minilm-sst2 no gain, but minilm-mrpc +2.0 points" in text
+    assert "warning: prior: gains of minilm-mrpc (9 targets) from the shipped gains" in capsys.readouterr().err
+    answer = chosen.to_dict()
+    assert answer["gain_model"] == "prior" and answer["gain_model_notes"] == list(prior.notes)
+    assert answer["estimator"] == "logme" and answer["choice"]["candidate"] == "minilm-sst2"
+    # every known candidate predicted to lose: stay, and the choice is the base
+    losing = selection("logme", {"t": -310.2, "o": -320.0},
+                       {"t": GainForecast(-1.0, (-3.0, 1.0)), "o": GainForecast(-0.2, (-1.5, 1.1))},
+                       gain_estimate=prior)
+    assert losing.recommendation.action == STAY and losing.choice.name == "minilm"
 
 
 def test_the_verify_top_and_examples_options_refuse_bad_values():

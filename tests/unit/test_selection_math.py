@@ -15,7 +15,14 @@ from upcycle.selection.estimators.combined import rank_fusion
 from upcycle.selection.estimators.logme import log_evidence, logme, max_evidence
 from upcycle.selection.estimators.retrieval import nearest_votes
 from upcycle.selection.estimators.semb import mean_embedding_cosine
-from upcycle.selection.metrics import expected_best_of_top_k, ndcg, rank_correlations, ranking_quality, regret_at_k
+from upcycle.selection.metrics import (
+    expected_best_of_top_k,
+    ndcg,
+    prediction_interval,
+    rank_correlations,
+    ranking_quality,
+    regret_at_k,
+)
 
 
 def direct_log_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
@@ -217,3 +224,19 @@ def test_single_seed_brute_force_is_judged_against_the_other_seeds():
     # seed 0 picks a (0.4 on seed 1, best 0.8): 50%; seed 1 picks b (0.5 on seed 0, best 0.9): 44.4%
     assert anchor["regret_at_1"] == pytest.approx((50 + 400 / 9) / 2)
     assert single_seed_brute_force(cells[cells["seed"] == 0], "t", pd.Index(["a", "b", "c"])) is None
+
+
+def test_prediction_interval_by_hand_and_its_coverage_of_a_new_draw():
+    # n = 4, mean 2, sd sqrt(8/3) = 1.6330 (ddof 1): half width = t(0.975, 3) x 1.6330 x sqrt(1.25)
+    # = 3.1824 x 1.6330 x 1.1180 = 5.8103
+    low, high = prediction_interval(np.array([0.0, 2.0, 2.0, 4.0, np.nan]))
+    assert (low, high) == pytest.approx((2 - 5.8103, 2 + 5.8103), abs=1e-3)
+    assert all(np.isnan(prediction_interval(np.array([1.0, np.nan]))))
+    # it covers a new draw 95% of the time (the interval of the mean would cover far less)
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(4000):
+        sample = rng.normal(3.0, 5.0, size=8)
+        low, high = prediction_interval(sample)
+        hits.append(low <= rng.normal(3.0, 5.0) <= high)
+    assert 0.935 < np.mean(hits) < 0.965

@@ -98,7 +98,7 @@ def select(
             label_column=label_column, task_type=task_type,
         )
     if fmt == "json":
-        for message in (m for selection in selections for m in selection.estimate.notes):
+        for message in (m for selection in selections for m in _notes(selection)):
             warn(message)
         console.print_json(json.dumps([selection.to_dict() for selection in selections]))
         return
@@ -134,7 +134,7 @@ def _print_selection(selection) -> None:
             cells.append(_measured(verified[entry.fingerprint]) if entry.fingerprint in verified else "")
         table.add_row(*cells)
     console.print(table)
-    for message in result.notes:
+    for message in _notes(selection):
         warn(message)
     finetunes = [(v.entry.name, v.notes) for v in selection.verified]
     if selection.kept is not None:
@@ -182,8 +182,11 @@ def _print_advice(selection) -> None:
     if predicted is not None:
         interval = ("" if predicted.interval is None
                     else f" [{predicted.interval[0]:+.1f}, {predicted.interval[1]:+.1f}]")
-        console.print(f"predicted gain over {escape(base)}: {predicted.gain:+.1f} points{interval}"
-                      + (f" (95% interval, {escape(selection.estimate.used)})" if interval else ""), highlight=False)
+        source = selection.gain_model if selection.gain_estimate is None else \
+            f"{selection.gain_model}; the ranking is {selection.estimate.used}'s"
+        console.print(f"predicted gain of {escape(selection.top.name)} over {escape(base)}: {predicted.gain:+.1f} "
+                      f"points{interval} ({'95% interval for this target, ' if interval else ''}{escape(source)})",
+                      highlight=False)
     if selection.verification is not None:
         console.print(escape(selection.verification), style="dim", highlight=False)
     if selection.verified:
@@ -192,6 +195,12 @@ def _print_advice(selection) -> None:
         console.print(escape(recommendation.message), style="dim", highlight=False)
     else:
         console.print(f"recommendation: [bold]{escape(recommendation.message)}[/]", highlight=False)
+
+
+def _notes(selection) -> tuple[str, ...]:
+    """What the ranking's estimator noted, then what the gain model noted when it is another."""
+    gains = selection.gain_estimate
+    return tuple(dict.fromkeys((*selection.estimate.notes, *(() if gains is None else gains.notes))))
 
 
 def _measured(verified) -> str:

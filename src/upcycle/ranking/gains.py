@@ -33,6 +33,8 @@ def gain_matrix(grid: pd.DataFrame) -> pd.DataFrame:
     """
     base = grid[grid["is_base"]].groupby("target")["score"].mean()
     others = grid[~grid["is_base"] & grid["target"].isin(base.index)]
+    if others.empty:  # nothing to compare (an empty grid, or no target where the base was measured)
+        return pd.DataFrame(index=pd.Index([], name="fingerprint"), columns=pd.Index([], name="target"), dtype=float)
     gains = (others["score"] - others["target"].map(base)) * 100
     table = others.assign(gain=gains).pivot_table(index="fingerprint", columns="target", values="gain", aggfunc="mean")
     return table.reindex(columns=sorted(table.columns))

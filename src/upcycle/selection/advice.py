@@ -5,8 +5,10 @@ through which an estimator whose scores are gains in points gives each candidate
 Most estimators (LogME, the probe, kNN, ...) score on scales of their own: they order the candidates but say
 nothing about how much a candidate beats the vanilla base. An estimator whose scores *are* predicted gains in
 points over the base (the model prior; a learned ranker) registers a function that returns each candidate's 95%
-interval with :func:`register_gain_intervals`; only then does ``select`` print a predicted gain and recommend
-switching or staying.
+interval of its gain on the target with :func:`register_gain_intervals`. When the ranking's estimator predicts
+only an order, ``select`` asks :data:`GAIN_MODEL` for the gains (the ranking stays the estimator's), so that a
+predicted gain and a switch-or-stay recommendation are printed whenever any stored bench or imported leaderboard
+knows the candidates.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ GainIntervals = Callable[[SelectionContext, dict[str, float]], dict[str, tuple[f
 GAIN_INTERVALS: dict[str, GainIntervals] = {}
 
 SWITCH, STAY, UNCERTAIN, RANKING_ONLY = "switch", "stay", "uncertain", "ranking only"
+# What predicts the gains when the ranking's estimator predicts only an order: the candidates' average gain on
+# other targets, the signal that held on targets from unseen domains (issue 17), and free to compute
+GAIN_MODEL = "prior"
 AUTO_MAX = 5  # --verify-top auto never verifies more candidates than this
 AUTO_FALLBACK = 2  # ... and verifies this many when the estimator gives no intervals
 
@@ -65,27 +70,45 @@ class Recommendation:
     message: str
 
 
-def recommend(top: str | None, base: str | None, forecast: GainForecast | None, *, estimator: str) -> Recommendation:
-    """What to do, from the top pick's predicted gain over the base.
+def recommend(top: str | None, base: str | None, forecast: GainForecast | None, *, estimator: str,
+              best: tuple[str, GainForecast] | None = None) -> Recommendation:
+    """What to do, from the predicted gains over the base.
 
-    * no forecast (the estimator predicts a ranking, not a gain): say so, and suggest verifying;
-    * predicted gain <= 0: the top pick is the best predicted, so no candidate is predicted to beat the base: stay;
-    * the interval's lower bound > 0: switch to the top pick;
-    * otherwise (the interval includes 0, or there is none): uncertain, verify.
+    ``forecast`` is the top pick's predicted gain (None: unknown); ``estimator`` names what predicted the gains
+    (with none predicted: what ranked). ``best`` is (name, forecast) of the candidate with the highest predicted
+    gain when the gains come from another estimator than the ranking (:data:`GAIN_MODEL`); None when the ranking's
+    own estimator predicted them, so that its top pick is the best predicted.
+
+    * no gain predicted for any candidate: say so, and suggest verifying;
+    * the best predicted gain <= 0: no candidate is predicted to beat the base: stay;
+    * the top pick's interval lies above 0: switch to it;
+    * otherwise (the interval includes 0, there is none, the top pick's gain is unknown, or another candidate is
+      predicted better): uncertain, verify.
     """
     base = base or "the base"
-    if forecast is None or top is None:
-        return Recommendation(RANKING_ONLY, f"{estimator} predicts a ranking, not a gain over {base}: to learn "
-                                            "whether switching pays, verify the top candidates (--verify-top auto)")
-    if forecast.gain <= 0:
-        return Recommendation(STAY, f"stay with {base}: no candidate is predicted to beat it")
-    if forecast.interval is not None and forecast.interval[0] > 0:
+    if top is None or (forecast is None and best is None):
+        return Recommendation(RANKING_ONLY, f"{estimator} predicts a ranking, not a gain over {base}, and no stored "
+                                            "bench or imported leaderboard knows these candidates: to learn whether "
+                                            "switching pays, verify the top candidates (--verify-top auto)")
+    leader, lead = (top, forecast) if best is None else best
+    assert lead is not None
+    if lead.gain <= 0:
+        return Recommendation(STAY, f"stay with {base}: no candidate is predicted to beat it ({estimator})")
+    if forecast is not None and forecast.interval is not None and forecast.interval[0] > 0:
         return Recommendation(SWITCH, f"switch to {top}: the 95% interval of its predicted gain over {base} lies "
-                                      "above 0")
-    why = (f"the interval of its predicted gain over {base} includes 0" if forecast.interval is not None
-           else f"its predicted gain over {base} has no interval (too few targets behind it)")
-    return Recommendation(UNCERTAIN, f"uncertain: verify ({why}; --verify-top auto finetunes the candidates "
-                                     f"whose intervals overlap {top}'s)")
+                                      f"above 0 ({estimator})")
+    if forecast is None:
+        why = (f"{estimator} knows no gain of {top}; of the candidates it knows, {leader} is predicted best, "
+               f"{lead.gain:+.1f} points")
+    elif forecast.gain <= 0:
+        why = f"{estimator} predicts {top} no gain, but {leader} {lead.gain:+.1f} points"
+    elif forecast.interval is not None:
+        why = f"the 95% interval of its predicted gain over {base} includes 0"
+    else:
+        why = f"its predicted gain over {base} has no interval (too few targets behind it)"
+    auto = (f"the candidates whose intervals overlap {top}'s" if forecast is not None and forecast.interval
+            is not None else f"the top {AUTO_FALLBACK}")
+    return Recommendation(UNCERTAIN, f"uncertain: verify ({why}; --verify-top auto finetunes {auto})")
 
 
 def auto_verify_top(ranked: Sequence[GainForecast | None] | None) -> tuple[int, str]:
@@ -93,13 +116,13 @@ def auto_verify_top(ranked: Sequence[GainForecast | None] | None) -> tuple[int, 
 
     K = how many candidates' predicted-gain intervals overlap the top pick's (the top pick's own included; a
     candidate without an interval cannot be ruled out, so it counts), at least 1 and at most ``AUTO_MAX``; with no
-    intervals (the estimator predicts only an order, or the top pick has none), ``AUTO_FALLBACK``.
+    interval for the top pick (no gains predicted, or none known for it), ``AUTO_FALLBACK``.
     """
     scored = [forecast for forecast in (ranked or ()) if forecast is not None]
-    if not scored or scored[0].interval is None:
+    if not ranked or ranked[0] is None or ranked[0].interval is None:
         k = min(AUTO_FALLBACK, max(len(ranked or ()), 1))
-        return k, f"the top {k} (no predicted-gain intervals to choose by)"
-    low, high = scored[0].interval
+        return k, f"the top {k} (no predicted-gain interval of the top pick to choose by)"
+    low, high = ranked[0].interval
     overlapping = sum(1 for forecast in scored
                       if forecast.interval is None or (forecast.interval[0] <= high and forecast.interval[1] >= low))
     k = max(1, min(AUTO_MAX, overlapping))

@@ -50,9 +50,10 @@ class Estimate:
 
 def estimate(
     name: str, context: SelectionContext, *, budget: float | None = None,
-    on_fallback: Callable[[str], None] | None = None, device: str | None = None,
+    on_fallback: Callable[[str], None] | None = None, device: str | None = None, follow_fallbacks: bool = True,
 ) -> Estimate:
-    """Run estimator ``name`` on a fresh cost meter, following its fallbacks when it is unavailable.
+    """Run estimator ``name`` on a fresh cost meter, following its fallbacks when it is unavailable (with
+    ``follow_fallbacks=False``, :class:`EstimatorUnavailable` is raised instead).
 
     The work runs, and its cost is measured, on ``device`` (default: ``resolve_device()``, i.e.
     ``$UPCYCLE_DEVICE`` or auto, resolved once when the estimation starts). ``budget`` caps the per-target
@@ -70,8 +71,8 @@ def estimate(
         except (EstimatorUnavailable, BudgetExhausted) as error:
             spent += run.meter.total
             message = f"{current} cannot score {context.target.name} ({error})"
-            if estimator.fallback is None:
-                raise EstimatorUnavailable(message + "; no fallback left.") from None
+            if estimator.fallback is None or not follow_fallbacks:
+                raise EstimatorUnavailable(message + ("; no fallback left." if follow_fallbacks else ".")) from None
             fallbacks.append(f"{message}; falling back to {estimator.fallback}.")
             if on_fallback is not None:
                 on_fallback(fallbacks[-1])

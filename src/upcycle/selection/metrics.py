@@ -11,6 +11,7 @@ from __future__ import annotations
 from math import comb
 
 import numpy as np
+from scipy import stats
 from scipy.stats import kendalltau, spearmanr
 
 
@@ -90,6 +91,19 @@ def bootstrap_mean_interval(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def prediction_interval(values: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval for one more draw of what produced ``values`` (n,), NaN left out: mean +- t(n-1) x sd x
+    sqrt(1 + 1/n). Where the values are a candidate's gains on other targets, it is the interval of its gain on a
+    new target, not of its average gain (which is narrower by about sqrt(n + 1)). (NaN, NaN) when n < 2."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    mean, spread = float(values.mean()), float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1)) * spread * float(np.sqrt(1 + 1 / len(values)))
+    return mean - half, mean + half
 
 
 def ranking_quality(truth: np.ndarray, predicted: np.ndarray, ks: tuple[int, ...] = (1, 3, 5)) -> dict[str, float]:

@@ -2,8 +2,9 @@
 
 Candidates are grouped by architecture (never ranked against each other across architectures); within a
 group an estimator scores each candidate cheaply, and ``verify_top`` finetunes the top K and the vanilla
-base on the target to report the measured best. When the estimator predicts gains in points over the base (the
-model prior), the selection also says whether to switch at all (:mod:`.advice`).
+base on the target to report the measured best. The selection also predicts the top pick's gain in points over the
+base, with the estimator's own gains when it predicts them (the prior, the ranker), else the prior's
+(:data:`~.advice.GAIN_MODEL`), and says whether to switch at all (:mod:`.advice`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from ..protocols import Protocol, get_protocol
 from ..specs import FinetuneResult, FinetuneSpec, ProgressCallback
 from ..store import Store, ZooEntry
 from ..tasks import Task, load_task, overlapping
-from ..zoo import default_candidates, finetune, resolve_candidate
+from ..zoo import default_candidates, finetune, refuse_unfit_save_folder, resolve_candidate
 from .advice import (
+    GAIN_MODEL,
     STAY,
     GainForecast,
     Recommendation,
@@ -36,12 +38,12 @@ from .advice import (
     register_gain_intervals,
     verifications_within_budget,
 )
-from .context import FeatureCache, Sample, SelectionContext
+from .context import EstimatorUnavailable, FeatureCache, Sample, SelectionContext
 from .estimate import Estimate, estimate
 from .estimators import DEFAULT, DEFAULT_EXAMPLES
 from .estimators.prior import prior_gain_rows
 from .estimators.ranker import ranker_gain_intervals
-from .metrics import bootstrap_mean_interval
+from .metrics import prediction_interval
 
 # Verification finetunes are charged to --budget at the speed of stored finetunes of the same architecture on the
 # same device (same protocol preferred); with none stored, at these conservative speeds, below every MiniLM arm of
@@ -103,8 +105,9 @@ class Selection:
     estimate: Estimate
     verified: tuple[Verified, ...] = ()
     kept: Kept | None = None
-    forecasts: dict[str, GainForecast] | None = None  # {fingerprint: predicted gain}, when the estimator gives one
+    forecasts: dict[str, GainForecast] | None = None  # {fingerprint: predicted gain}, when any is known
     verification: str | None = None  # how --verify-top's K was set (auto, or cut to fit --budget)
+    gain_estimate: Estimate | None = None  # GAIN_MODEL's, when the ranking's estimator predicts only an order
 
     @property
     def measured_best(self) -> Verified | None:
@@ -117,18 +120,36 @@ class Selection:
 
     @property
     def predicted_gain(self) -> GainForecast | None:
-        """The top pick's predicted gain over the base (points, with its interval); None when the estimator
-        predicts only an order."""
+        """The top pick's predicted gain over the base (points, with its 95% interval for this target); None when
+        no gain is known for it."""
         top = self.top
         return None if self.forecasts is None or top is None else self.forecasts.get(top.fingerprint)
 
     @property
+    def gain_model(self) -> str | None:
+        """What predicted the gains: the ranking's estimator, or :data:`GAIN_MODEL` for it; None when nothing did."""
+        if self.forecasts is None:
+            return None
+        return self.estimate.used if self.gain_estimate is None else self.gain_estimate.used
+
+    @property
+    def best_forecast(self) -> tuple[ZooEntry, GainForecast] | None:
+        """The candidate with the highest predicted gain and its forecast, when the gains come from another
+        estimator than the ranking's (else the top pick is that candidate); None when no gain is known."""
+        if self.gain_estimate is None or not self.forecasts:
+            return None
+        known = [(entry, self.forecasts[entry.fingerprint]) for entry, _ in self.ranking
+                 if entry.fingerprint in self.forecasts]
+        return max(known, key=lambda pair: pair[1].gain, default=None)
+
+    @property
     def recommendation(self) -> Recommendation:
-        """Switch, stay or verify, from the predicted gain (before any verification: the measured best, when
+        """Switch, stay or verify, from the predicted gains (before any verification: the measured best, when
         there is one, is what :attr:`choice` follows)."""
-        top = self.top
+        top, best = self.top, self.best_forecast
         return recommend(None if top is None else top.name, None if self.base is None else self.base.name,
-                         self.predicted_gain, estimator=self.estimate.used)
+                         self.predicted_gain, estimator=self.gain_model or self.estimate.used,
+                         best=None if best is None else (best[0].name, best[1]))
 
     @property
     def gain_interval(self) -> tuple[float, float] | None:
@@ -169,6 +190,8 @@ class Selection:
                           "ci95": v.interval, "notes": list(v.notes)} for v in self.verified],
             "predicted_gain": None if predicted is None else predicted.gain,
             "predicted_interval": None if predicted is None or predicted.interval is None else list(predicted.interval),
+            "gain_model": self.gain_model,
+            "gain_model_notes": [] if self.gain_estimate is None else list(self.gain_estimate.notes),
             "recommendation": {"action": recommendation.action, "message": recommendation.message},
             "verification": self.verification,
             "measured_best": None if best is None else best.entry.name,
@@ -248,6 +271,9 @@ def select(
         raise ConfigError("--verify-top must be auto or >= 0, --seeds >= 1 and --examples >= 2.")
     cache = FeatureCache(store, allow_pickle=allow_pickle)
     groups = group_by_arch(unique)
+    if save is not None:  # a folder that cannot take the result is refused now, not after the verification
+        for folder in ([Path(save) / _folder_name(arch) for arch in groups] if len(groups) > 1 else [Path(save)]):
+            refuse_unfit_save_folder(folder, task.fingerprint, chosen_protocol, store)
     selections = []
     for arch, group in groups.items():
         base = _base_of(store, group)
@@ -261,9 +287,13 @@ def select(
             result = replace(result, notes=(*result.notes, f"left out, finetuned on {task.name} or data it shares: "
                                                             f"{', '.join(left_out)}"))
         ranking = sorted(group, key=lambda e: _sort_key(result.scores[e.fingerprint]), reverse=True)
+        forecasts, gains = forecast_gains(result, context), None
+        if forecasts is None:  # the ranking's estimator predicts only an order: the gains are GAIN_MODEL's
+            gains = gain_model_estimate(context)
+            forecasts = None if gains is None else forecast_gains(gains, context)
         selection = Selection(arch, task.name, task.primary_metric, base,
                               tuple((e, result.scores[e.fingerprint]) for e in ranking), result,
-                              forecasts=forecast_gains(result, context))
+                              forecasts=forecasts, gain_estimate=gains if forecasts else None)
         top, selection = _plan_verification(store, selection, task, verify_top, budget, seeds, chosen_protocol,
                                             allow_pickle)
         if top:
@@ -275,21 +305,32 @@ def select(
     return selections
 
 
+def gain_model_estimate(context: SelectionContext) -> Estimate | None:
+    """:data:`GAIN_MODEL`'s scores of the candidates (predicted gains in points), without fallbacks; None when it
+    knows none of them. It costs a fraction of a second: no budget applies."""
+    try:
+        return estimate(GAIN_MODEL, context, follow_fallbacks=False)
+    except EstimatorUnavailable:
+        return None
+
+
 register_gain_intervals("ranker")(ranker_gain_intervals)  # the ranker's own residual quantiles
 
 
 @register_gain_intervals("prior")
 def prior_gain_intervals(context: SelectionContext, scores: dict[str, float]
                          ) -> dict[str, tuple[float, float] | None]:
-    """The model prior's 95% intervals: a percentile bootstrap over targets of the per-target gains each candidate's
-    score averages (:func:`~.estimators.prior.prior_gain_rows`: stored benches, else imported or shipped gains; the
-    target and tasks sharing its data left out). None for a candidate with fewer than two such targets."""
+    """The model prior's 95% intervals of each candidate's gain on this target: a Student-t prediction interval
+    (:func:`~.metrics.prediction_interval`) from the per-target gains its score averages
+    (:func:`~.estimators.prior.prior_gain_rows`: stored benches, else imported or shipped gains; the target and
+    tasks sharing its data left out). Not the interval of the average gain: that one covered only 50% of held-out
+    targets' gains on the published roberta-base table, this one 93% (``benchmarks/published_prior.py``). None
+    for a candidate with fewer than two such targets."""
     rows = prior_gain_rows(context)
     intervals: dict[str, tuple[float, float] | None] = {}
     for fingerprint in scores:
         gains = rows[fingerprint][0].dropna().to_numpy(float) if fingerprint in rows else np.array([])
-        intervals[fingerprint] = (bootstrap_mean_interval(gains, rng=np.random.default_rng(0)) if len(gains) >= 2
-                                  else None)
+        intervals[fingerprint] = prediction_interval(gains) if len(gains) >= 2 else None
     return intervals
 
 

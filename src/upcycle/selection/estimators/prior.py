@@ -114,5 +114,5 @@ class ModelPrior(Estimator):
                          " from imported gains: averages over different targets and protocols, compare with care.")
         unknown = [c.name for c in context.candidates if c.fingerprint not in rows]
         if unknown:
-            context.note(f"prior: no gains known for {', '.join(unknown)}; ranked last.")
+            context.note(f"prior: no gains known for {', '.join(unknown)}; the prior ranks them last.")
         return result
