@@ -290,7 +290,7 @@ def select(
         forecasts, gains = forecast_gains(result, context), None
         if forecasts is None:  # the ranking's estimator predicts only an order: the gains are GAIN_MODEL's
             gains = gain_model_estimate(context)
-            forecasts = None if gains is None else forecast_gains(gains, context)
+            forecasts = (forecast_gains(gains, context) or None) if gains is not None else None
         selection = Selection(arch, task.name, task.primary_metric, base,
                               tuple((e, result.scores[e.fingerprint]) for e in ranking), result,
                               forecasts=forecasts, gain_estimate=gains if forecasts else None)
@@ -323,7 +323,7 @@ def prior_gain_intervals(context: SelectionContext, scores: dict[str, float]
     """The model prior's 95% intervals of each candidate's gain on this target: a Student-t prediction interval
     (:func:`~.metrics.prediction_interval`) from the per-target gains its score averages
     (:func:`~.estimators.prior.prior_gain_rows`: stored benches, else imported or shipped gains; the target and
-    tasks sharing its data left out). Not the interval of the average gain: that one covered only 50% of held-out
+    tasks sharing its data left out). Not the interval of the average gain: that one covered only 46% of held-out
     targets' gains on the published roberta-base table, this one 93% (``benchmarks/published_prior.py``). None
     for a candidate with fewer than two such targets."""
     rows = prior_gain_rows(context)
