@@ -137,6 +137,28 @@ def test_evaluate_selection_leave_one_target_out(graded, monkeypatch):
                                                     "spearman", "cost_fraction"}
     assert "random (expected)" in document["estimators"]
     assert "| **combined** (default)" in results_markdown(frame, summary, "combined", bench)
+    # the switch-or-stay advice, judged on each held-out target against the top pick's measured gain, by hand
+    base = grid[grid["is_base"]].groupby("target")["score"].mean()
+    for row in frame[frame["estimator"].isin(names)].itertuples():
+        assert row.advice in {"switch", "stay", "uncertain", "ranking only"}, row
+        measured = 100 * (truth[row.target] - base[row.target])
+        assert row.top_gain in set(measured.round(9)) or any(abs(row.top_gain - m) < 1e-9 for m in measured)
+        if row.advice == "switch":
+            assert row.advice_right == (row.top_gain > 0)
+        elif row.advice == "stay":
+            assert row.advice_right == (row.top_gain <= 0)
+        else:
+            assert row.advice_right is None or np.isnan(row.advice_right)
+    prior = frame[frame["estimator"] == "prior"]  # its top pick is the highest predicted gain: predicted_top_gain
+    assert prior["predicted_top_gain"].notna().all()  # is the pick's own forecast, never another candidate's
+    logme = frame[frame["estimator"] == "logme"]  # LogME predicts no gain: the prior's forecasts judge its pick
+    assert set(logme["advice"]) <= {"switch", "stay", "uncertain"}
+    advice = summary["prior"]["advice"]
+    assert advice["targets"] == 3 and advice["switch"] + advice["stay"] + advice["uncertain"] == 3
+    assert advice["decided"] == advice["switch"] + advice["stay"] and 0 <= advice["right"] <= advice["decided"]
+    assert document["estimators"]["prior"]["advice"]["targets"] == 3 and "advice" not in document["estimators"][
+        RANDOM]
+    assert "## Should I switch? The advice, judged" in results_markdown(frame, summary, "combined", bench)
 
 
 def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path, monkeypatch):

@@ -299,7 +299,7 @@ def test_imported_gains_come_before_the_shipped_ones_and_keep_the_target_out(sto
 
 
 def test_the_gain_model_predicts_the_gains_of_a_ranking_estimator_with_prediction_intervals(store):
-    from upcycle.selection import selector
+    from upcycle.selection import advice
     from upcycle.selection.advice import forecast_gains
     from upcycle.selection.metrics import prediction_interval
 
@@ -308,7 +308,7 @@ def test_the_gain_model_predicts_the_gains_of_a_ranking_estimator_with_predictio
     task = load_task(ROOT.parent / "shared" / "datasets" / "poem_sentiment")
     context = SelectionContext(store=store, target=task, candidates=tuple(experts),
                                excluded_tasks=overlapping(task.name), meter=CostMeter(device="cpu"))
-    gains = selector.gain_model_estimate(context)
+    gains = advice.gain_model_estimate(context)
     assert gains is not None and gains.used == "prior"
     forecasts = forecast_gains(gains, context)
     shipped = shipped_gains()[0].sets[0].frame().drop(columns="poem_sentiment")
@@ -318,7 +318,7 @@ def test_the_gain_model_predicts_the_gains_of_a_ranking_estimator_with_predictio
         assert forecasts[expert.fingerprint].interval == pytest.approx(prediction_interval(row))
     # a candidate no gains file knows: no estimate at all (no fallback to an estimator that predicts no gain)
     lonely = replace(context, candidates=(entry("lonely", arch="bert-L2-H32-V30522", base=None),))
-    assert selector.gain_model_estimate(lonely) is None
+    assert advice.gain_model_estimate(lonely) is None
 
 
 def test_with_no_gains_anywhere_the_prior_falls_back(store):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..ranking import Bench
+from ..selection.advice import GAIN_INTERVALS, GAIN_MODEL
 from ..selection.evaluation import BRUTE_FORCE, NESTED, RANDOM, NestedSelection, configurations, cost_device
 from .markdown import markdown_cell, markdown_code
 
@@ -30,12 +31,51 @@ def results_json(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], defaul
             "kendall": _round(entry["kendall"]), "regret_at_1_ci": [_round(x) for x in entry["regret_at_1_ci"]],
             "regret_at_3_ci": [_round(x) for x in entry["regret_at_3_ci"]],
             "cpu_seconds_per_target": _round(entry["cpu_seconds_per_target"]),
-            "amortized_seconds": _round(entry["amortized_seconds"])} for name, entry in summary.items()},
+            "amortized_seconds": _round(entry["amortized_seconds"])} | _advice_json(entry)
+            for name, entry in summary.items()},
         "per_target": json.loads(frame.round(4).to_json(orient="records")),
     }
     if nested is not None:
         document["nested"] = nested_json(nested)
     return json.dumps(document, indent=2) + "\n"
+
+
+def _advice_json(entry: dict[str, Any]) -> dict[str, Any]:
+    """``{"advice": {...}}`` (see :func:`~upcycle.selection.evaluation.advice_summary`) where judged, else {}."""
+    if "advice" not in entry:
+        return {}
+    return {"advice": {key: value if isinstance(value, int) or value is None else _round(value)
+                       for key, value in entry["advice"].items()}}
+
+
+def advice_markdown(summary: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
+    """The switch-or-stay section: per configuration, the advice ``select`` would have given on each held-out
+    target, judged against the measured gain of its top pick over the base."""
+    judged = [name for name in order if "advice" in summary[name]]
+    if not judged:
+        return []
+    lines = [
+        "", "## Should I switch? The advice, judged", "",
+        "On each held-out target, what `select` would recommend from the configuration's top pick and the predicted "
+        "gains (the estimator's own where it predicts gains, else the prior's: "
+        f"{', '.join(sorted(GAIN_INTERVALS))} predict gains), judged against the top pick's measured gain over the "
+        "base: a *switch* is right when that gain is above 0, a *stay* when it is not; *uncertain* decides nothing. "
+        "Coverage: the share of measured top-pick gains inside their 95% predicted interval.",
+        "",
+        "| estimator | gains from | switch | stay | uncertain | right / decided | top-pick interval coverage | "
+        "mean gain when switching |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in judged:
+        advice = summary[name]["advice"]
+        estimator = name.split("@")[0]
+        source = estimator if estimator in GAIN_INTERVALS else GAIN_MODEL
+        coverage = ("" if advice["top_interval_coverage"] is None
+                    else f"{advice['top_interval_coverage']:.0%} of {advice['intervals']}")
+        gain = "" if advice["mean_gain_when_switching"] is None else f"{advice['mean_gain_when_switching']:+.2f}"
+        lines.append(f"| {markdown_cell(name)} | {source} | {advice['switch']} | {advice['stay']} | "
+                     f"{advice['uncertain']} | {advice['right']} / {advice['decided']} | {coverage} | {gain} |")
+    return lines
 
 
 _TITLES = {"regret_at_1": "Regret@1", "regret_at_3": "Regret@3", "regret_at_5": "Regret@5", "ndcg": "NDCG",
@@ -158,6 +198,7 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
     if undefined:
         names = ", ".join(map(markdown_cell, undefined))
         lines += ["", f"Regret is undefined (best score <= 0) and left out of its means on: {names}."]
+    lines += advice_markdown(summary, order)
     header = "| estimator | " + " | ".join(map(markdown_cell, targets)) + " |"
     for metric, title in (("regret_at_1", "Regret@1"), ("regret_at_3", "Regret@3")):
         lines += ["", f"## {title} per target", "", header, "|---|" + "---|" * len(targets)]

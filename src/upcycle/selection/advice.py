@@ -14,11 +14,12 @@ knows the candidates.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from .context import SelectionContext
-from .estimate import Estimate
+from .context import EstimatorUnavailable, SelectionContext
+from .estimate import Estimate, estimate
 
 # (context, {fingerprint: score = predicted gain in points}) -> {fingerprint: (low, high)}; a candidate left out,
 # or given None, has no interval (too little evidence for one)
@@ -59,6 +60,15 @@ def forecast_gains(result: Estimate, context: SelectionContext) -> dict[str, Gai
     intervals = intervals_of(context, result.scores)
     return {fingerprint: GainForecast(score, intervals.get(fingerprint))
             for fingerprint, score in result.scores.items() if not math.isnan(score)}
+
+
+def gain_model_estimate(context: SelectionContext) -> Estimate | None:
+    """:data:`GAIN_MODEL`'s scores of the candidates (predicted gains in points), without fallbacks; None when it
+    knows none of them. It costs a fraction of a second: no budget applies."""
+    try:
+        return estimate(GAIN_MODEL, context, follow_fallbacks=False)
+    except EstimatorUnavailable:
+        return None
 
 
 @dataclass(frozen=True)
@@ -147,3 +157,34 @@ def verifications_within_budget(k: int, *, left: float, base_seconds: float, can
             break
         spent, fitted = spent + seconds, fitted + 1
     return fitted
+
+
+def judge_advice(scores: Mapping[str, float], forecasts: Mapping[str, GainForecast] | None,
+                 measured: Mapping[str, float], *, own: bool) -> dict[str, Any]:
+    """The advice ``select`` would give, judged against measured gains: a pure function for the evaluation.
+
+    ``scores``: the ranking estimator's score of each candidate (NaN: cannot say); ``forecasts``: predicted gains
+    (the estimator's own when ``own``, else :data:`GAIN_MODEL`'s); ``measured``: each candidate's measured gain over
+    the base in points. The top pick is the highest score (ties: the first in ``scores``' order). Returns
+    ``advice`` (the action), ``top_gain`` (the top pick's measured gain), ``predicted_top_gain``, ``top_covered``
+    (whether the top pick's 95% interval holds its measured gain; None without an interval) and ``advice_right``
+    (switch: the top pick's measured gain > 0; stay: <= 0; None for uncertain and ranking only, which decide
+    nothing).
+    """
+    names = [name for name in scores if name in measured and not math.isnan(scores[name])]
+    if not names:
+        return {"advice": None, "top_gain": math.nan, "predicted_top_gain": math.nan, "top_covered": None,
+                "advice_right": None}
+    top = max(names, key=lambda name: scores[name])  # max keeps the first of equal scores
+    forecast = None if forecasts is None else forecasts.get(top)
+    best = None
+    if forecasts and not own:
+        known = [name for name in scores if name in forecasts]
+        best = max(((name, forecasts[name]) for name in known), key=lambda pair: pair[1].gain, default=None)
+    action = recommend(top, None, forecast, estimator="", best=best).action
+    gain = float(measured[top])
+    covered = None if forecast is None or forecast.interval is None else bool(
+        forecast.interval[0] <= gain <= forecast.interval[1])
+    right = {SWITCH: gain > 0, STAY: gain <= 0}.get(action)
+    return {"advice": action, "top_gain": gain, "predicted_top_gain": math.nan if forecast is None else forecast.gain,
+            "top_covered": covered, "advice_right": right}

@@ -27,6 +27,16 @@ from ..ranking import Bench
 from ..store import Store
 from ..tasks import overlapping
 from ..training.devices import resolve_device
+from .advice import (
+    GAIN_INTERVALS,
+    RANKING_ONLY,
+    STAY,
+    SWITCH,
+    UNCERTAIN,
+    forecast_gains,
+    gain_model_estimate,
+    judge_advice,
+)
 from .context import FeatureCache, Sample, SelectionContext
 from .estimate import estimate
 from .estimators import DEFAULT_EXAMPLES
@@ -52,6 +62,17 @@ def ground_truth(bench: Bench, store: Store) -> pd.DataFrame:
             rows.append((candidate.checkpoint.fingerprint, target.name, seed, result.score,
                          result.train_seconds + result.eval_seconds))
     return pd.DataFrame(rows, columns=["fingerprint", "target", "seed", "score", "seconds"])
+
+
+def base_truth(bench: Bench, store: Store) -> dict[str, float]:
+    """``{target: the vanilla base's mean stored score over seeds}``, for the targets where it was measured."""
+    scores: dict[str, list[float]] = {}
+    for target in bench.targets:
+        for seed in bench.seeds:
+            result = store.get_result(bench.spec(bench.base, target, seed).key())
+            if result is not None:
+                scores.setdefault(target.name, []).append(result.score)
+    return {target: float(np.mean(values)) for target, values in scores.items()}
 
 
 def single_seed_brute_force(cells: pd.DataFrame, target: str, order: pd.Index) -> dict[str, float] | None:
@@ -84,6 +105,12 @@ def evaluate_selection(
     :func:`nested_selection` chooses the sample size inside its loop along with the estimator. Features are
     cached per sample, so each size costs its own forward passes.
 
+    Each estimator row also judges the advice ``select`` would give on the target (:func:`~.advice.judge_advice`,
+    where the base was measured): ``advice``, the top pick's measured and predicted gain over the base in points
+    (``top_gain``, ``predicted_top_gain``), whether its 95% interval held the measured gain (``top_covered``) and
+    whether a switch or stay was right (``advice_right``); the gains are the estimator's own where it predicts them,
+    else the prior's (:data:`~.advice.GAIN_MODEL`), as in ``select``.
+
     Also, per target, two reference rows: ``random (expected)``, the exact expectation of a uniformly random
     order, and ``brute force, 1 seed`` (with two or more seeds), what finetuning every candidate once buys
     when judged against the other seeds: the noise floor of the ground truth.
@@ -100,6 +127,7 @@ def evaluate_selection(
         raise ConfigError(f"The bench '{bench.name}' has no stored results: run `upcycle bench` first.")
     cache = FeatureCache(store)
     device = resolve_device()
+    base_scores = base_truth(bench, store)
     rows = []
     for target_ref in bench.targets:
         if target_ref.name not in truth.columns:
@@ -119,16 +147,27 @@ def evaluate_selection(
         if anchor is not None:
             rows.append(common | {"estimator": BRUTE_FORCE, "used": BRUTE_FORCE, "cpu_seconds": brute_force,
                                   "amortized_seconds": 0.0, "examples": None} | anchor)
+        gains = ({fingerprint: 100 * (score - base_scores[target_ref.name]) for fingerprint, score in measured.items()}
+                 if target_ref.name in base_scores else None)
+        prior_forecasts = None
         for n in sizes:
             context = SelectionContext(store=store, target=target, candidates=candidates,  # type: ignore[arg-type]
                                        sample=Sample(n=n, seed=seed, max_length=bench.protocol.max_length),
                                        excluded_tasks=overlapping(target_ref.name), seed=seed, cache=cache)
+            if gains is not None and prior_forecasts is None:  # the gain model reads only the grid: once a target
+                prior = gain_model_estimate(context)
+                prior_forecasts = (forecast_gains(prior, context) or {}) if prior is not None else {}
             for name in estimators:
                 result = estimate(name, context, device=device)
                 predicted = np.array([result.scores[fingerprint] for fingerprint in measured.index], dtype=float)
                 row = common | {"estimator": name, "used": result.used, "cpu_seconds": result.seconds,
                                 "amortized_seconds": result.amortized_seconds, "examples": n,
                                 "device": result.device} | ranking_quality(values, predicted)
+                if gains is not None:
+                    own = result.used in GAIN_INTERVALS
+                    forecasts = forecast_gains(result, context) if own else (prior_forecasts or None)
+                    row |= judge_advice({fingerprint: result.scores[fingerprint] for fingerprint in measured.index},
+                                        forecasts, gains, own=own)
                 rows.append(row)
                 if on_progress is not None:
                     on_progress(target_ref.name, name, row)
@@ -169,8 +208,25 @@ def summarize_selection(frame: pd.DataFrame, *, draws: int = 2000, seed: int = 0
         entry["cost_fraction"] = float(rows["cpu_seconds"].sum() / rows["brute_force_seconds"].sum())
         entry["fallbacks"] = int((rows["used"] != rows["estimator"]).sum())
         entry["device"] = cost_device(rows)
+        if "advice" in rows.columns and rows["advice"].notna().any():
+            entry["advice"] = advice_summary(rows)
         summary[str(name)] = entry
     return summary
+
+
+def advice_summary(rows: pd.DataFrame) -> dict[str, Any]:
+    """How the switch-or-stay advice fared on ``rows`` (one configuration's targets): how often each action was
+    given, how many switches and stays were right (the top pick's measured gain > 0, resp. <= 0), the share of
+    measured top-pick gains inside their 95% predicted interval, and the mean measured gain where it said switch."""
+    actions = rows["advice"].dropna()
+    decided = rows["advice_right"].dropna().astype(bool)
+    covered = rows["top_covered"].dropna().astype(bool)
+    switched = rows.loc[rows["advice"] == SWITCH, "top_gain"]
+    return {"targets": int(len(actions)), **{action: int((actions == action).sum())
+                                             for action in (SWITCH, STAY, UNCERTAIN, RANKING_ONLY)},
+            "right": int(decided.sum()), "decided": int(len(decided)),
+            "top_interval_coverage": float(covered.mean()) if len(covered) else None, "intervals": int(len(covered)),
+            "mean_gain_when_switching": float(switched.mean()) if len(switched) else None}
 
 
 def cost_device(frame: pd.DataFrame) -> str | None:

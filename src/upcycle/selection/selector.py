@@ -28,17 +28,17 @@ from ..store import Store, ZooEntry
 from ..tasks import Task, load_task, overlapping
 from ..zoo import default_candidates, finetune, refuse_unfit_save_folder, resolve_candidate
 from .advice import (
-    GAIN_MODEL,
     STAY,
     GainForecast,
     Recommendation,
     auto_verify_top,
     forecast_gains,
+    gain_model_estimate,
     recommend,
     register_gain_intervals,
     verifications_within_budget,
 )
-from .context import EstimatorUnavailable, FeatureCache, Sample, SelectionContext
+from .context import FeatureCache, Sample, SelectionContext
 from .estimate import Estimate, estimate
 from .estimators import DEFAULT, DEFAULT_EXAMPLES
 from .estimators.prior import prior_gain_rows
@@ -288,7 +288,7 @@ def select(
                                                             f"{', '.join(left_out)}"))
         ranking = sorted(group, key=lambda e: _sort_key(result.scores[e.fingerprint]), reverse=True)
         forecasts, gains = forecast_gains(result, context), None
-        if forecasts is None:  # the ranking's estimator predicts only an order: the gains are GAIN_MODEL's
+        if forecasts is None:  # the ranking's estimator predicts only an order: the gains are the prior's
             gains = gain_model_estimate(context)
             forecasts = (forecast_gains(gains, context) or None) if gains is not None else None
         selection = Selection(arch, task.name, task.primary_metric, base,
@@ -303,15 +303,6 @@ def select(
             selection = _keep(store, selection, task, folder, chosen_protocol, progress, allow_pickle)
         selections.append(selection)
     return selections
-
-
-def gain_model_estimate(context: SelectionContext) -> Estimate | None:
-    """:data:`GAIN_MODEL`'s scores of the candidates (predicted gains in points), without fallbacks; None when it
-    knows none of them. It costs a fraction of a second: no budget applies."""
-    try:
-        return estimate(GAIN_MODEL, context, follow_fallbacks=False)
-    except EstimatorUnavailable:
-        return None
 
 
 register_gain_intervals("ranker")(ranker_gain_intervals)  # the ranker's own residual quantiles
