@@ -12,6 +12,7 @@ from upcycle.selection.advice import (
     UNCERTAIN,
     GainForecast,
     auto_verify_top,
+    judge_advice,
     recommend,
     verifications_within_budget,
 )
@@ -177,3 +178,22 @@ def test_the_verify_top_and_examples_options_refuse_bad_values():
     for bad in ("1", "64,x", ""):
         with pytest.raises(ConfigError, match="--examples must be one or more sample sizes >= 2"):
             parse_sizes(bad)
+
+
+def test_the_advice_is_judged_by_the_top_picks_measured_gain():
+    measured = {"a": 2.0, "b": -1.0, "c": 0.5}
+    sure = {"a": GainForecast(3.0, (1.0, 5.0)), "b": GainForecast(-1.0, (-2.0, 0.0)), "c": GainForecast(0.0, None)}
+    # the estimator's own gains: its top pick (a) is predicted +3 [1, 5], measured +2: switch, right, covered
+    judged = judge_advice({"a": 3.0, "b": -1.0, "c": 0.0}, sure, measured, own=True)
+    assert judged == {"advice": SWITCH, "top_gain": 2.0, "predicted_top_gain": 3.0, "top_covered": True,
+                      "advice_right": True}
+    # a ranking that puts b first, judged with the gain model's forecasts: b is predicted to lose, a to gain
+    judged = judge_advice({"a": 0.1, "b": 0.9, "c": float("nan")}, sure, measured, own=False)
+    assert judged["advice"] == UNCERTAIN and judged["advice_right"] is None and judged["top_gain"] == -1.0
+    # every forecast <= 0: stay; but the top pick by score (c) measured +0.5, so staying was wrong
+    gloomy = {name: GainForecast(-1.0, (-3.0, 1.0)) for name in measured}
+    judged = judge_advice({"a": 0.0, "b": 0.0, "c": 1.0}, gloomy, measured, own=False)
+    assert judged["advice"] == STAY and judged["advice_right"] is False and judged["top_covered"] is True
+    # ties go to the first in order; no forecasts at all: ranking only, nothing decided, no coverage
+    judged = judge_advice({"b": 1.0, "a": 1.0, "c": 0.0}, None, measured, own=False)
+    assert judged["advice"] == RANKING_ONLY and judged["top_gain"] == -1.0 and judged["top_covered"] is None
