@@ -128,7 +128,8 @@ def refuse_unfit_save_folder(folder: Path, task_fingerprint: str, protocol: Prot
     if _is_free(folder):
         return
     record = _saved_record(folder)
-    saved_protocol = {k: v for k, v in (record.get("protocol") or {}).items() if k != "name"}
+    fields = record.get("protocol")
+    saved_protocol = {k: v for k, v in fields.items() if k != "name"} if isinstance(fields, dict) else None
     if (record.get("task_fingerprint") != task_fingerprint or record.get("seed") != seed
             or saved_protocol != protocol.model_dump(mode="json", exclude={"name"})):
         _refuse_occupied(folder, store)
