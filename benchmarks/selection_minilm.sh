@@ -17,5 +17,7 @@ if [ "$PROTOCOL" = quick ]; then SUFFIX=""; else SUFFIX="_$PROTOCOL"; fi
 RUN="${RUN:-runs/recycling_minilm$SUFFIX}"
 
 PROTOCOL="$PROTOCOL" RUN="$RUN" bash benchmarks/recycling_minilm.sh
+# every estimator, and LogME fused with the prior: the target's own signal and the candidate's record elsewhere
+# (the model-recycling finding that the two effects are largely separable), a candidate chosen for robustness
 "$UPCYCLE" evaluate-selection --db "$RUN/upcycle.db" --bench recycling10-minilm --examples "${EXAMPLES:-64,128,256}" \
-  --out "benchmarks/results/selection_minilm$SUFFIX"
+  --estimators "${ESTIMATORS:-all,logme+prior}" --out "benchmarks/results/selection_minilm$SUFFIX"

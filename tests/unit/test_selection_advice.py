@@ -167,7 +167,10 @@ def test_a_ranking_estimator_gets_its_gains_from_the_gain_model(capsys):
 
 
 def test_the_verify_top_and_examples_options_refuse_bad_values():
-    from upcycle.cli.selection import parse_sizes, parse_verify_top
+    from upcycle.cli.selection import expand_estimators, parse_sizes, parse_verify_top
+
+    assert expand_estimators(["all", "logme+prior", "logme"], ["logme", "prior"]) == ["logme", "prior", "logme+prior"]
+    assert expand_estimators(["prior"], ["logme", "prior"]) == ["prior"]
     from upcycle.errors import ConfigError
 
     assert parse_verify_top("auto") == "auto" and parse_verify_top("AUTO") == "auto" and parse_verify_top("3") == 3

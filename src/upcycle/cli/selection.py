@@ -216,7 +216,8 @@ def evaluate_selection(
     bench_name: Annotated[str | None, typer.Option("--bench", help="Bench whose grid is the ground truth.")] = None,
     estimators_: Annotated[str | None, typer.Option(
         "--estimators",
-        help="Comma-separated estimators (default: all); a+b is a rank fusion, one more candidate.")] = None,
+        help="Comma-separated estimators (default: all); a+b is a rank fusion, one more candidate; 'all' stands "
+             "for every registered estimator (all,logme+prior).")] = None,
     examples: Annotated[str, typer.Option(
         help="Target training examples the estimators read; several (64,128,256) make the sample size part of "
              "what the nested evaluation chooses.")] = "128",
@@ -241,7 +242,7 @@ def evaluate_selection(
     use_device(device)
     sizes = parse_sizes(examples)
     check_choice("--select-by", select_by, tuple(QUALITY))
-    names = split_list(estimators_) or ESTIMATORS.names()
+    names = expand_estimators(split_list(estimators_) or ["all"], ESTIMATORS.names())
     with Store(db) as store:
         grid = load_bench(store, bench_name)
         bar, job = counter("estimating", len(grid.targets) * len(names) * len(sizes), eta=False)
@@ -261,6 +262,11 @@ def evaluate_selection(
         write_atomic(out.with_suffix(".json"), results_json(frame, summary, default, nested))
         console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     console.print(markdown, markup=False, highlight=False)
+
+
+def expand_estimators(asked: list[str], registered: list[str]) -> list[str]:
+    """``--estimators``: each name in order, ``all`` standing for every registered estimator, duplicates dropped."""
+    return list(dict.fromkeys(name for part in asked for name in (registered if part == "all" else [part])))
 
 
 def parse_sizes(text: str) -> list[int]:
