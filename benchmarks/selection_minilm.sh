@@ -8,6 +8,11 @@
 #   bash benchmarks/selection_minilm.sh
 # PROTOCOL=converged judges them against the grid under the converged protocol (issue 17; the ground truth of a
 # base trained to convergence) and writes benchmarks/results/selection_minilm_converged.md and .json.
+# How the default estimator is chosen from the converged run (decided before its results, issue 17): the
+# configuration the nested rule picks on all 10 targets (best mean Regret@3, ties by cost), its nested figure the
+# headline; but where that pick reads only the target (no prior in it) and a configuration with the prior in it
+# (prior, ranker, logme+prior) has a mean Regret@3 inside the pick's 95% interval, the latter: on 10 targets from
+# domains outside the shared data, the prior was best and LogME worse than random at Regret@3 (the issue's table).
 # On machines that allow only loopback traffic, run the grid's Ray workers in a private network namespace:
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/selection_minilm.sh'
 set -euo pipefail
