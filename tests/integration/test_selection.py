@@ -156,6 +156,7 @@ def test_evaluate_selection_leave_one_target_out(graded, monkeypatch):
     advice = summary["prior"]["advice"]
     assert advice["targets"] == 3 and advice["switch"] + advice["stay"] + advice["uncertain"] == 3
     assert advice["decided"] == advice["switch"] + advice["stay"] and 0 <= advice["right"] <= advice["decided"]
+    assert advice["gains_from"] == "prior" and summary["logme"]["advice"]["gains_from"] == "prior"
     assert document["estimators"]["prior"]["advice"]["targets"] == 3 and "advice" not in document["estimators"][
         RANDOM]
     assert "## Should I switch? The advice, judged" in results_markdown(frame, summary, "combined", bench)

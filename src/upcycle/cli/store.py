@@ -1,4 +1,5 @@
-"""``upcycle store merge``: fold another results database into this one (e.g. a grid run on a GPU machine)."""
+"""``upcycle store merge``: fold another results database into this one (e.g. the part of a grid run on another
+machine that holds the same checkpoints)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..ranking import Bench
-from ..selection.advice import GAIN_INTERVALS, GAIN_MODEL
+from ..selection.advice import GAIN_INTERVALS
 from ..selection.evaluation import BRUTE_FORCE, NESTED, RANDOM, NestedSelection, configurations, cost_device
 from .markdown import markdown_cell, markdown_code
 
@@ -44,7 +44,7 @@ def _advice_json(entry: dict[str, Any]) -> dict[str, Any]:
     """``{"advice": {...}}`` (see :func:`~upcycle.selection.evaluation.advice_summary`) where judged, else {}."""
     if "advice" not in entry:
         return {}
-    return {"advice": {key: value if isinstance(value, int) or value is None else _round(value)
+    return {"advice": {key: _round(value) if isinstance(value, float) else value
                        for key, value in entry["advice"].items()}}
 
 
@@ -68,13 +68,12 @@ def advice_markdown(summary: dict[str, dict[str, Any]], order: list[str]) -> lis
     ]
     for name in judged:
         advice = summary[name]["advice"]
-        estimator = name.split("@")[0]
-        source = estimator if estimator in GAIN_INTERVALS else GAIN_MODEL
         coverage = ("" if advice["top_interval_coverage"] is None
                     else f"{advice['top_interval_coverage']:.0%} of {advice['intervals']}")
         gain = "" if advice["mean_gain_when_switching"] is None else f"{advice['mean_gain_when_switching']:+.2f}"
-        lines.append(f"| {markdown_cell(name)} | {source} | {advice['switch']} | {advice['stay']} | "
-                     f"{advice['uncertain']} | {advice['right']} / {advice['decided']} | {coverage} | {gain} |")
+        lines.append(f"| {markdown_cell(name)} | {markdown_cell(advice['gains_from'])} | {advice['switch']} | "
+                     f"{advice['stay']} | {advice['uncertain']} | {advice['right']} / {advice['decided']} | "
+                     f"{coverage} | {gain} |")
     return lines
 
 

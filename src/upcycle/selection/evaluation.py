@@ -29,6 +29,7 @@ from ..tasks import overlapping
 from ..training.devices import resolve_device
 from .advice import (
     GAIN_INTERVALS,
+    GAIN_MODEL,
     RANKING_ONLY,
     STAY,
     SWITCH,
@@ -217,8 +218,12 @@ def summarize_selection(frame: pd.DataFrame, *, draws: int = 2000, seed: int = 0
 def advice_summary(rows: pd.DataFrame) -> dict[str, Any]:
     """How the switch-or-stay advice fared on ``rows`` (one configuration's targets): how often each action was
     given, how many switches and stays were right (the top pick's measured gain > 0, resp. <= 0), the share of
-    measured top-pick gains inside their 95% predicted interval, and the mean measured gain where it said switch."""
+    measured top-pick gains inside their 95% predicted interval, the mean measured gain where it said switch, and
+    ``gains_from``: what predicted the gains (the estimator that ran, where it predicts gains, else the gain model;
+    a fallback shows as what it fell back to)."""
     actions = rows["advice"].dropna()
+    ran = rows.loc[rows["advice"].notna(), "used"]
+    sources = sorted({used if used in GAIN_INTERVALS else GAIN_MODEL for used in ran})
     decided = rows["advice_right"].dropna().astype(bool)
     covered = rows["top_covered"].dropna().astype(bool)
     switched = rows.loc[rows["advice"] == SWITCH, "top_gain"]
@@ -226,7 +231,8 @@ def advice_summary(rows: pd.DataFrame) -> dict[str, Any]:
                                              for action in (SWITCH, STAY, UNCERTAIN, RANKING_ONLY)},
             "right": int(decided.sum()), "decided": int(len(decided)),
             "top_interval_coverage": float(covered.mean()) if len(covered) else None, "intervals": int(len(covered)),
-            "mean_gain_when_switching": float(switched.mean()) if len(switched) else None}
+            "mean_gain_when_switching": float(switched.mean()) if len(switched) else None,
+            "gains_from": ", ".join(sources)}
 
 
 def cost_device(frame: pd.DataFrame) -> str | None:
