@@ -2,14 +2,18 @@
 definitions, the estimators' feature cache, imported gains (portable leaderboards) and zero-shot scores.
 
 Results are keyed by :meth:`FinetuneSpec.key`, so a spec that is already stored is never trained again.
+A store travels as a database (``upcycle store merge OTHER.db``) or as an export (``upcycle store export``: JSON
+lines, one row per line in key order, so a grid's results can be committed and grow by diffs) that merges the same way.
 The schema is versioned with SQLite's ``user_version``; opening an older database applies the missing
 migrations in order inside one transaction, and a database from a newer upcycle is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -256,6 +260,7 @@ class Store:
     def merge_from(self, other: str | Path) -> MergeSummary:
         """Copy into this store every row of the store at ``other`` that it lacks: results, zoo entries, tasks,
         benches, cached features, imported gains and zero-shot scores. A key stored in both keeps this store's row.
+        ``other`` is a database or an export of one (:meth:`export_to`).
 
         ``other`` is opened read-only and never changed. Its rows are checked first (a result whose score is not
         finite or disagrees with its record, a zoo name that is another checkpoint here) and the copy is one
@@ -266,16 +271,20 @@ class Store:
             raise StoreError(f"{source_path}: no such database.")
         if source_path.resolve() == self.path.resolve():
             raise StoreError(f"{source_path} is this store; merge another database into it.")
-        try:
-            source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error as error:
-            raise StoreError(f"{source_path}: cannot open it read-only ({error}).") from None
-        try:
-            rows = self._read_mergeable(source, source_path)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"{source_path}: not a usable upcycle database ({error}).") from None
-        finally:
-            source.close()
+        if _is_export(source_path):
+            rows = self._read_export(source_path)
+        else:
+            try:
+                source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+            except sqlite3.Error as error:
+                raise StoreError(f"{source_path}: cannot open it read-only ({error}).") from None
+            try:
+                rows = self._read_mergeable(source, source_path)
+            except sqlite3.DatabaseError as error:
+                raise StoreError(f"{source_path}: not a usable upcycle database ({error}).") from None
+            finally:
+                source.close()
+        _check_results(rows, source_path)
         added = {table: 0 for table in rows}
         present = {table: 0 for table in rows}
         differing: list[str] = []
@@ -325,13 +334,69 @@ class Store:
         for table in TABLE_KEYS:
             if table not in tables:  # an older schema: migrations only ever added tables
                 continue
-            columns = [column for (_, column, *_rest) in self._db.execute(f"PRAGMA table_info({table})")]
+            columns = self._columns(table)
             rows[table] = (columns, source.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall())
-        columns, records = rows["finetune_results"]
-        bad = [problem for record in records if (problem := _result_problem(dict(zip(columns, record))))]
-        if bad:
-            raise StoreError(f"{source_path}: {len(bad)} stored result(s) are damaged, nothing merged: "
-                             + "; ".join(bad[:3]))
+        return rows
+
+    def _columns(self, table: str) -> list[str]:
+        return [column for (_, column, *_rest) in self._db.execute(f"PRAGMA table_info({table})")]
+
+    # ---------------------------------------------------------------- exports
+
+    def export_to(self, path: str | Path, *, features: bool = False) -> dict[str, int]:
+        """Write every row of this store to ``path`` as JSON lines and return the rows written per table.
+
+        Line 1 is a header (``format``, ``schema_version``); then one ``{"table", "row"}`` per line, tables in
+        dependency order and rows in key order, so an export of a store that grew differs from the last one by
+        added lines. Binary columns are base64. The estimators' feature cache is left out unless ``features``
+        (it is large and recomputed on demand). The file is written whole or not at all (a temporary file, renamed).
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        counts: dict[str, int] = {}
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with temporary.open("w", encoding="utf-8") as out:
+                out.write(json.dumps({"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION}) + "\n")
+                for table, keys in TABLE_KEYS.items():
+                    if table == "features" and not features:
+                        continue
+                    columns = self._columns(table)
+                    query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {', '.join(keys)}"
+                    counts[table] = 0
+                    for record in self._db.execute(query):
+                        row = {column: _to_json(value) for column, value in zip(columns, record)}
+                        out.write(json.dumps({"table": table, "row": row}, sort_keys=True) + "\n")
+                        counts[table] += 1
+            temporary.replace(target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return counts
+
+    def _read_export(self, path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+        """``{table: (columns, rows)}`` of an export, each row complete for this store's columns."""
+        with path.open(encoding="utf-8") as lines:
+            try:
+                header = json.loads(next(lines))
+            except (StopIteration, ValueError):
+                header = None
+            if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+                raise StoreError(f"{path}: not an upcycle store export (its first line is not the export header).")
+            version = header.get("schema_version")
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
+                raise StoreError(f"{path} has schema version {version}, newer than this upcycle understands "
+                                 f"({SCHEMA_VERSION}). Upgrade upcycle.")
+            columns = {table: self._columns(table) for table in TABLE_KEYS}
+            rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {
+                table: (names, []) for table, names in columns.items()}
+            for number, line in enumerate(lines, start=2):
+                try:
+                    entry = json.loads(line)
+                    names, records = rows[entry["table"]]
+                    records.append(tuple(_from_json(entry["row"][column]) for column in names))
+                except (ValueError, KeyError, TypeError) as error:
+                    raise StoreError(f"{path}, line {number}: not a row of an upcycle store export "
+                                     f"({type(error).__name__}: {error}); nothing merged.") from None
         return rows
 
     # ---------------------------------------------------------------- results
@@ -566,6 +631,32 @@ class Store:
                 "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?)",
                 (fingerprint, name, source, kind, num_labels, json.dumps(sizes), _now()),
             )
+
+
+EXPORT_FORMAT = "upcycle-store-export"
+
+
+def _is_export(path: Path) -> bool:
+    """True when ``path`` starts like JSON (an export) rather than like a database."""
+    with path.open("rb") as handle:
+        return handle.read(1) == b"{"
+
+
+def _to_json(value: Any) -> Any:
+    return {"base64": base64.b64encode(value).decode("ascii")} if isinstance(value, bytes) else value
+
+
+def _from_json(value: Any) -> Any:
+    return base64.b64decode(value["base64"], validate=True) if isinstance(value, dict) else value
+
+
+def _check_results(rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]], source_path: Path) -> None:
+    """Refuse a source whose result rows cannot be trusted (a non-finite score, a record that disagrees)."""
+    columns, records = rows["finetune_results"]
+    bad = [problem for record in records if (problem := _result_problem(dict(zip(columns, record))))]
+    if bad:
+        raise StoreError(f"{source_path}: {len(bad)} stored result(s) are damaged, nothing merged: "
+                         + "; ".join(bad[:3]))
 
 
 def _result_problem(row: dict[str, Any]) -> str | None:

@@ -1,9 +1,11 @@
 """The SQLite results store: idempotent puts, schema versions and migrations, corrupt files, the zoo, and merging
-another store into one (`upcycle store merge`: a grid run on another machine)."""
+another store, or an export of one, into one (`upcycle store merge` / `export`: a grid run on another machine, a
+grid's results committed as text)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 
 import numpy as np
@@ -206,3 +208,72 @@ def test_the_cli_prints_what_it_copied_and_where_the_stores_disagree(tmp_path):
     assert "1 stored in both with different scores" in outcome.output and "0.6500 here, 0.6000 there" in outcome.output
     outcome = runner.invoke(app, ["store", "merge", str(tmp_path / "nope.db"), "--db", str(tmp_path / "here.db")])
     assert outcome.exit_code == 2 and "no such database" in outcome.output
+
+
+# ---------------------------------------------------------------- exports
+
+
+def test_an_export_merges_back_like_the_database_blobs_included_and_grows_by_added_lines(tmp_path):
+    fill(tmp_path / "grid.db", {0: 0.5, 1: 0.6})
+    with Store(tmp_path / "grid.db") as store:
+        store.put_zero_shot("z" * 64, {"model_fingerprint": "c" * 64, "task_fingerprint": "e" * 64, "method": "direct"},
+                            {"task": "t", "n": 2, "num_options": 3}, np.arange(6.0).reshape(2, 3))
+        counts = store.export_to(tmp_path / "grid.jsonl", features=True)
+    assert counts["finetune_results"] == 2 and counts["features"] == 1 and counts["zero_shot_scores"] == 1
+    first = (tmp_path / "grid.jsonl").read_text().splitlines()
+    assert json.loads(first[0]) == {"format": "upcycle-store-export", "schema_version": SCHEMA_VERSION}
+    with Store(tmp_path / "new.db") as store:
+        summary = store.merge_from(tmp_path / "grid.jsonl")
+        assert summary.added["finetune_results"] == 2 and summary.added["checkpoints"] == 1
+        assert sorted((r.seed, r.score) for r in store.results()) == [(0, 0.5), (1, 0.6)]
+        features, seconds = store.get_features("c" * 64, "e" * 64, "64")
+        assert features.shape == (4, 3) and seconds == 1.5
+        result, scores = store.get_zero_shot("z" * 64)
+        assert result["n"] == 2 and scores.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+        assert sum(store.merge_from(tmp_path / "grid.jsonl").added.values()) == 0  # idempotent
+    fill(tmp_path / "grid.db", {2: 0.7})  # the grid grew: its new export only adds lines
+    with Store(tmp_path / "grid.db") as store:
+        store.export_to(tmp_path / "grid.jsonl", features=True)
+    grown = (tmp_path / "grid.jsonl").read_text().splitlines()
+    assert len(grown) == len(first) + 1 and set(first) <= set(grown)
+
+
+def test_the_feature_cache_is_left_out_of_an_export_unless_asked(tmp_path):
+    fill(tmp_path / "grid.db", {0: 0.5})
+    with Store(tmp_path / "grid.db") as store:
+        assert "features" not in store.export_to(tmp_path / "grid.jsonl")
+    assert '"table": "features"' not in (tmp_path / "grid.jsonl").read_text()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda lines: lines[:1] + [lines[1][:-5]] + lines[2:], "line 2: not a row"),
+    (lambda lines: ['{"format": "csv"}'] + lines[1:], "not an upcycle store export"),
+    (lambda lines: [json.dumps({"format": "upcycle-store-export", "schema_version": SCHEMA_VERSION + 1})]
+     + lines[1:], "newer than this upcycle"),
+    (lambda lines: [line.replace('"score": 0.6', '"score": 0.9') for line in lines], "disagrees with its row"),
+])
+def test_a_damaged_export_is_refused_whole_and_changes_nothing(tmp_path, damage, message):
+    fill(tmp_path / "grid.db", {0: 0.5, 1: 0.6})
+    with Store(tmp_path / "grid.db") as store:
+        store.export_to(tmp_path / "grid.jsonl")
+    lines = (tmp_path / "grid.jsonl").read_text().splitlines()
+    (tmp_path / "grid.jsonl").write_text("\n".join(damage(lines)) + "\n")
+    fill(tmp_path / "here.db", {})
+    before = digest(tmp_path / "here.db")
+    with Store(tmp_path / "here.db") as store, pytest.raises(StoreError, match=message):
+        store.merge_from(tmp_path / "grid.jsonl")
+    assert digest(tmp_path / "here.db") == before
+
+
+def test_the_cli_exports_and_merges_an_export(tmp_path):
+    fill(tmp_path / "grid.db", {0: 0.5, 1: 0.6})
+    outcome = runner.invoke(app, ["store", "export", str(tmp_path / "out" / "grid.jsonl"),
+                                  "--db", str(tmp_path / "grid.db")])
+    assert outcome.exit_code == 0, outcome.output
+    assert "finetune_results │ 2" in outcome.output
+    outcome = runner.invoke(app, ["store", "merge", str(tmp_path / "out" / "grid.jsonl"),
+                                  "--db", str(tmp_path / "here.db")])
+    assert outcome.exit_code == 0 and "finetune_results │ 2" in outcome.output, outcome.output
+    outcome = runner.invoke(app, ["store", "export", str(tmp_path / "x.jsonl"), "--db", str(tmp_path / "none.db")])
+    assert outcome.exit_code == 2 and "no such database" in outcome.output
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "x.jsonl").exists()

@@ -1,5 +1,6 @@
-"""``upcycle store merge``: fold another results database into this one (e.g. the part of a grid run on another
-machine that holds the same checkpoints)."""
+"""``upcycle store merge``: fold another results database, or an export of one, into this one (e.g. the part of a
+grid run on another machine that holds the same checkpoints). ``upcycle store export``: the store as JSON lines, a
+text file to commit or send (a grid's results that must outlive the machine it ran on)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import StoreError
 from ..store import Store
 from .common import DbOption, app, console, errors, friendly_errors
 
@@ -22,11 +24,13 @@ SHOWN = 10  # differing cells and skipped rows listed by name; the rest are coun
 @store_app.command("merge")
 @friendly_errors
 def store_merge(
-    other: Annotated[Path, typer.Argument(help="Database to copy from (read only, never changed).")],
+    other: Annotated[Path, typer.Argument(help="Database or export (`upcycle store export`) to copy from (read "
+                                                "only, never changed).")],
     db: DbOption = Path("upcycle.db"),
 ) -> None:
-    """Copy every result, zoo entry, task, bench, cached feature and score of OTHER that --db lacks. A result
-    stored in both keeps --db's (its key is what determines it); cells whose scores differ are listed."""
+    """Copy every result, zoo entry, task, bench, cached feature and score of OTHER (a database or an export) that
+    --db lacks. A result stored in both keeps --db's (its key is what determines it); cells whose scores differ are
+    listed."""
     with Store(db) as store:
         summary = store.merge_from(other)
     table = Table("table", "copied", "already here", title=f"{escape(str(other))} -> {escape(str(db))}")
@@ -41,3 +45,24 @@ def store_merge(
                 errors.print(f"  {escape(line)}", highlight=False)
             if len(lines) > SHOWN:
                 errors.print(f"  ... and {len(lines) - SHOWN} more", highlight=False)
+
+
+@store_app.command("export")
+@friendly_errors
+def store_export(
+    out: Annotated[Path, typer.Argument(help="File to write (JSON lines; replaced whole).")],
+    db: DbOption = Path("upcycle.db"),
+    features: Annotated[bool, typer.Option("--features", help="Include the estimators' feature cache (large; "
+                                                               "recomputed on demand when left out).")] = False,
+) -> None:
+    """Write --db's results, zoo entries, tasks, benches, imported gains and zero-shot scores to OUT, one row per
+    line in key order (a grown store's export differs from the last by added lines). `upcycle store merge OUT`
+    reads it back into any store."""
+    if not Path(db).is_file():
+        raise StoreError(f"{db}: no such database; nothing exported.")
+    with Store(db) as store:
+        counts = store.export_to(out, features=features)
+    table = Table("table", "rows", title=f"{escape(str(db))} -> {escape(str(out))}")
+    for name, count in counts.items():
+        table.add_row(name, str(count))
+    console.print(table)
