@@ -268,7 +268,7 @@ class Store:
         """
         source_path = Path(other)
         if not source_path.is_file():
-            raise StoreError(f"{source_path}: no such database.")
+            raise StoreError(f"{source_path}: no such database or export.")
         if source_path.resolve() == self.path.resolve():
             raise StoreError(f"{source_path} is this store; merge another database into it.")
         if _is_export(source_path):
