@@ -14,8 +14,9 @@ import base64
 import json
 import math
 import os
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -343,14 +344,19 @@ class Store:
 
     # ---------------------------------------------------------------- exports
 
-    def export_to(self, path: str | Path, *, features: bool = False) -> dict[str, int]:
+    def export_to(self, path: str | Path, *, features: bool = False,
+                  relative_to: str | Path | None = None) -> dict[str, int]:
         """Write every row of this store to ``path`` as JSON lines and return the rows written per table.
 
         Line 1 is a header (``format``, ``schema_version``); then one ``{"table", "row"}`` per line, tables in
         dependency order and rows in key order, so an export of a store that grew differs from the last one by
         added lines. Binary columns are base64. The estimators' feature cache is left out unless ``features``
-        (it is large and recomputed on demand). The file is written whole or not at all (a temporary file, renamed).
+        (it is large and recomputed on demand). Absolute paths under ``relative_to`` (default: the working
+        directory) or its ancestors below the root are written relative to it (``runs/x``, ``../shared/y``): they
+        only say where a file was, and an export to commit or send should not name the folders of the machine it
+        came from. The file is written whole or not at all (a temporary file, renamed).
         """
+        relative = _relative_paths(Path(relative_to if relative_to is not None else Path.cwd()))
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         counts: dict[str, int] = {}
@@ -366,7 +372,7 @@ class Store:
                     counts[table] = 0
                     for record in self._db.execute(query):
                         row = {column: _to_json(value) for column, value in zip(columns, record)}
-                        out.write(json.dumps({"table": table, "row": row}, sort_keys=True) + "\n")
+                        out.write(relative(json.dumps({"table": table, "row": row}, sort_keys=True)) + "\n")
                         counts[table] += 1
             temporary.replace(target)
         finally:
@@ -640,6 +646,19 @@ def _is_export(path: Path) -> bool:
     """True when ``path`` starts like JSON (an export) rather than like a database."""
     with path.open("rb") as handle:
         return handle.read(1) == b"{"
+
+
+def _relative_paths(directory: Path) -> Callable[[str], str]:
+    """A rewrite of text that makes the absolute paths under ``directory``, or under its ancestors below the root,
+    relative to ``directory`` (``/w/repo/runs/x`` -> ``runs/x``, ``/w/shared/y`` -> ``../shared/y``)."""
+    directory = directory.resolve()
+    prefixes = [(f"{ancestor}/", "../" * depth) for depth, ancestor in enumerate([directory, *directory.parents])
+                if ancestor.parent != ancestor]  # the root itself is never rewritten
+    if not prefixes:
+        return lambda text: text
+    pattern = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(prefix) for prefix, _ in prefixes) + ")")
+    replacement = dict(prefixes)
+    return lambda text: pattern.sub(lambda match: replacement[match.group(1)], text)
 
 
 def _to_json(value: Any) -> Any:

@@ -277,3 +277,19 @@ def test_the_cli_exports_and_merges_an_export(tmp_path):
     outcome = runner.invoke(app, ["store", "export", str(tmp_path / "x.jsonl"), "--db", str(tmp_path / "none.db")])
     assert outcome.exit_code == 2 and "no such database" in outcome.output
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_export_names_no_folder_of_the_machine_it_came_from(tmp_path):
+    repo = tmp_path / "work" / "repo"
+    with Store(tmp_path / "grid.db") as store:
+        store.put_checkpoint(fingerprint="c" * 64, name="expert", path=f"{repo}/runs/experts/a", arch="bert-L2",
+                             model_type="bert")
+        store.put_task(fingerprint="e" * 64, name="t", source=f"{tmp_path}/work/shared/datasets/t", kind="text",
+                       num_labels=2, sizes={"train": 10})
+        store.put_checkpoint(fingerprint="d" * 64, name="other", path="/opt/models/b", arch="bert-L2",
+                             model_type="bert")
+        store.export_to(tmp_path / "grid.jsonl", relative_to=repo)
+    text = (tmp_path / "grid.jsonl").read_text()
+    assert str(tmp_path) not in text
+    assert '"path": "runs/experts/a"' in text and '"source": "../shared/datasets/t"' in text
+    assert '"path": "/opt/models/b"' in text  # under no ancestor of the working directory but the root: kept

@@ -56,8 +56,8 @@ def store_export(
                                                                "recomputed on demand when left out).")] = False,
 ) -> None:
     """Write --db's results, zoo entries, tasks, benches, imported gains and zero-shot scores to OUT, one row per
-    line in key order (a grown store's export differs from the last by added lines). `upcycle store merge OUT`
-    reads it back into any store."""
+    line in key order (a grown store's export differs from the last by added lines; absolute paths are written
+    relative to the working directory). `upcycle store merge OUT` reads it back into any store."""
     if not Path(db).is_file():
         raise StoreError(f"{db}: no such database; nothing exported.")
     with Store(db) as store:
