@@ -272,19 +272,7 @@ class Store:
             raise StoreError(f"{source_path}: no such database or export.")
         if source_path.resolve() == self.path.resolve():
             raise StoreError(f"{source_path} is this store; merge another database into it.")
-        if _is_export(source_path):
-            rows = self._read_export(source_path)
-        else:
-            try:
-                source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
-            except sqlite3.Error as error:
-                raise StoreError(f"{source_path}: cannot open it read-only ({error}).") from None
-            try:
-                rows = self._read_mergeable(source, source_path)
-            except sqlite3.DatabaseError as error:
-                raise StoreError(f"{source_path}: not a usable upcycle database ({error}).") from None
-            finally:
-                source.close()
+        rows = self._read_export(source_path) if _is_export(source_path) else self._read_database(source_path)
         _check_results(rows, source_path)
         added = {table: 0 for table in rows}
         present = {table: 0 for table in rows}
@@ -321,9 +309,22 @@ class Store:
                         names_here[row["name"]] = row["fingerprint"]
         return MergeSummary(added=added, present=present, differing=differing, skipped=skipped)
 
+    def _read_database(self, source_path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+        """``{table: (columns, rows)}`` of the tables the database at ``source_path`` shares with this store."""
+        try:
+            source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            raise StoreError(f"{source_path}: cannot open it read-only ({error}).") from None
+        try:
+            return self._read_mergeable(source, source_path)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{source_path}: not a usable upcycle database ({error}).") from None
+        finally:
+            source.close()
+
     def _read_mergeable(self, source: sqlite3.Connection,
                         source_path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
-        """``{table: (columns, rows)}`` of the tables ``source`` shares with this store, rows checked."""
+        """``{table: (columns, rows)}`` of the tables ``source`` shares with this store."""
         version = source.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{source_path} has schema version {version}, newer than this upcycle understands "

@@ -131,6 +131,15 @@ def fill(path, scores: dict[int, float], *, name: str = "expert") -> None:
             store.put_result(spec, make_result(spec, score))
 
 
+def assert_merge_refused_and_nothing_changed(source, here, message: str) -> None:
+    """Merging ``source`` into a filled store at ``here`` fails with ``message`` and leaves its file as it was."""
+    fill(here, {})
+    before = digest(here)
+    with Store(here) as store, pytest.raises(StoreError, match=message):
+        store.merge_from(source)
+    assert digest(here) == before
+
+
 def test_merge_copies_what_is_missing_keeps_what_is_stored_and_never_changes_the_source(tmp_path):
     fill(tmp_path / "gpu.db", {0: 0.5, 1: 0.6, 2: 0.7})
     fill(tmp_path / "here.db", {0: 0.5, 1: 0.65})
@@ -179,11 +188,7 @@ def test_a_damaged_source_is_refused_whole_and_changes_nothing(tmp_path, damage,
     connection.execute(damage + " WHERE seed = 1")
     connection.commit()
     connection.close()
-    fill(tmp_path / "here.db", {})
-    before = digest(tmp_path / "here.db")
-    with Store(tmp_path / "here.db") as store, pytest.raises(StoreError, match=message):
-        store.merge_from(tmp_path / "gpu.db")
-    assert digest(tmp_path / "here.db") == before
+    assert_merge_refused_and_nothing_changed(tmp_path / "gpu.db", tmp_path / "here.db", message)
 
 
 def test_sources_that_cannot_be_merged_are_clear_errors(tmp_path):
@@ -258,11 +263,7 @@ def test_a_damaged_export_is_refused_whole_and_changes_nothing(tmp_path, damage,
         store.export_to(tmp_path / "grid.jsonl")
     lines = (tmp_path / "grid.jsonl").read_text().splitlines()
     (tmp_path / "grid.jsonl").write_text("\n".join(damage(lines)) + "\n")
-    fill(tmp_path / "here.db", {})
-    before = digest(tmp_path / "here.db")
-    with Store(tmp_path / "here.db") as store, pytest.raises(StoreError, match=message):
-        store.merge_from(tmp_path / "grid.jsonl")
-    assert digest(tmp_path / "here.db") == before
+    assert_merge_refused_and_nothing_changed(tmp_path / "grid.jsonl", tmp_path / "here.db", message)
 
 
 def test_the_cli_exports_and_merges_an_export(tmp_path):
