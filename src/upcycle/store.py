@@ -296,7 +296,7 @@ class Store:
                             differing.append(f"{row['task_name']} seed {row['seed']} from "
                                              f"{row['base_fingerprint'][:12]}: {here['score']:.4f} here, "
                                              f"{row['score']:.4f} there")
-                        elif table == "benches" and here["definition"] != row["definition"]:
+                        elif table == "benches" and not _same_definition(here["definition"], row["definition"]):
                             skipped.append(f"bench {row['name']}: defined differently here; this store's kept")
                         continue
                     if table == "checkpoints" and names_here.get(row["name"], row["fingerprint"]) != row["fingerprint"]:
@@ -641,12 +641,29 @@ class Store:
 
 
 EXPORT_FORMAT = "upcycle-store-export"
+# The fields of a saved bench definition that say where a checkpoint or a dataset was, not what it is.
+WHERE_KEYS = frozenset({"reference", "source"})
 
 
 def _is_export(path: Path) -> bool:
     """True when ``path`` starts like JSON (an export) rather than like a database."""
     with path.open("rb") as handle:
         return handle.read(1) == b"{"
+
+
+def _same_definition(here: str, there: str) -> bool:
+    """True when two saved bench definitions name the same grid: equal once the paths that only say where a
+    checkpoint or a dataset was (``reference``, ``source``) are set aside, since their fingerprints say what."""
+    def identity(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: identity(item) for key, item in value.items() if key not in WHERE_KEYS}
+        if isinstance(value, list):
+            return [identity(item) for item in value]
+        return value
+    try:
+        return identity(json.loads(here)) == identity(json.loads(there))
+    except ValueError:
+        return here == there
 
 
 def _relative_paths(directory: Path) -> Callable[[str], str]:

@@ -294,3 +294,19 @@ def test_an_export_names_no_folder_of_the_machine_it_came_from(tmp_path):
     assert str(tmp_path) not in text
     assert '"path": "runs/experts/a"' in text and '"source": "../shared/datasets/t"' in text
     assert '"path": "/opt/models/b"' in text  # under no ancestor of the working directory but the root: kept
+
+
+def test_a_bench_is_defined_differently_only_when_what_it_grids_differs_not_where_its_files_were(tmp_path):
+    def definition(path: str, fingerprint: str) -> str:
+        return json.dumps({"base": {"checkpoint": {"reference": f"{path}/base", "fingerprint": fingerprint}},
+                           "targets": [{"source": f"{path}/datasets/t", "fingerprint": "e" * 64}]})
+
+    for name, path, fingerprint in (("here.db", "/work/repo", "b" * 64), ("moved.db", "runs", "b" * 64),
+                                    ("other.db", "/work/repo", "f" * 64)):
+        with Store(tmp_path / name) as store:
+            store.put_bench("grid", "bert-L2", definition(path, fingerprint))
+    with Store(tmp_path / "here.db") as store:
+        assert store.merge_from(tmp_path / "moved.db").skipped == []
+        assert store.merge_from(tmp_path / "other.db").skipped == [
+            "bench grid: defined differently here; this store's kept"]
+        assert json.loads(store.get_bench("grid"))["base"]["checkpoint"]["reference"] == "/work/repo/base"
