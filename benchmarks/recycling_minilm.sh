@@ -6,8 +6,11 @@
 # Resumable: rerun the same command after an interruption and only the missing finetunes run. The cells finished so
 # far also outlive the machine: `upcycle store export` writes them to
 # benchmarks/results/recycling_minilm$SUFFIX.results.jsonl (committed), and a run on a fresh checkout merges that
-# file into its store before benching (the experts are rebuilt bit for bit on the same kind of machine, so the
-# stored cells' keys match).
+# file into its store before benching. The experts it rebuilds are bit for bit the first build on the same CPU
+# model, but not always on another (seen: a rebuild of all 12 on a machine of CPU model 6/207 differed from the
+# committed build, one expert's test accuracy by 0.002): the merge adopts the committed cells for the rebuilt
+# experts of the same recipe (--adopt-rebuilds; each cell keeps the fingerprint it ran on) instead of running them
+# again.
 #   SAVE_ONLY=1 PROTOCOL=converged bash benchmarks/recycling_minilm.sh   (export the cells stored so far and stop)
 #   PROTOCOL=converged bash benchmarks/recycling_minilm.sh                 (local executor)
 #   PROTOCOL=converged EXECUTOR=pool bash benchmarks/recycling_minilm.sh   (one worker process per core)
@@ -28,7 +31,7 @@ FAST=(--set train_precision=bf16)
 
 "$UPCYCLE" zoo build --db "$DB" --base minilm --out "$RUN/experts" "${FAST[@]}" --set max_train=3000 \
   --sources ag_news,cola,dair_emotion,esnli,financial_phrasebank,imdb,isear,mrpc,sst2,stsb,trec_coarse,tweet_eval_offensive
-if [ -f "$EXPORT" ]; then "$UPCYCLE" store merge "$EXPORT" --db "$DB"; fi
+if [ -f "$EXPORT" ]; then "$UPCYCLE" store merge "$EXPORT" --db "$DB" --adopt-rebuilds; fi
 "$UPCYCLE" bench --db "$DB" --base minilm --suite benchmarks/suites/recycling_minilm.yaml --seeds 2 "${FAST[@]}" \
   --protocol "$PROTOCOL" --executor "${EXECUTOR:-local}"
 "$UPCYCLE" report --db "$DB" --bench recycling10-minilm --out benchmarks/results --prefix "recycling_minilm$SUFFIX" \

@@ -100,4 +100,7 @@ class FinetuneResult(BaseModel):
     created_at: str
     notes: list[str] = []  # what makes the score less certain than it looks (small or carved test split, ...)
     device: str = "cpu"  # where it ran (not part of the key: the same spec anywhere is the same experiment)
+    # the checkpoint build it ran on, where that build is gone and the result was adopted for a rebuild of the same
+    # recipe (``upcycle store merge --adopt-rebuilds``: the same training spec on another CPU model rounds differently)
+    measured_on: str | None = None
 

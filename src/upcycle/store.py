@@ -18,7 +18,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,7 @@ class MergeSummary:
     present: dict[str, int]
     differing: list[str]
     skipped: list[str]
+    adopted: list[str] = field(default_factory=list)  # rebuilds whose results were adopted (``adopt_rebuilds``)
 
 
 class Store:
@@ -258,10 +259,17 @@ class Store:
 
     # ---------------------------------------------------------------- merging stores
 
-    def merge_from(self, other: str | Path) -> MergeSummary:
+    def merge_from(self, other: str | Path, *, adopt_rebuilds: bool = False) -> MergeSummary:
         """Copy into this store every row of the store at ``other`` that it lacks: results, zoo entries, tasks,
         benches, cached features, imported gains and zero-shot scores. A key stored in both keeps this store's row.
         ``other`` is a database or an export of one (:meth:`export_to`).
+
+        With ``adopt_rebuilds``, a checkpoint of ``other`` that is not here but was trained by the same recipe
+        (the spec key in its provenance: same base, task data, seed and protocol) as a checkpoint here with other
+        weights is taken for that checkpoint's build elsewhere: its results are copied as results of the one here
+        (re-keyed; each keeps the fingerprint it ran on as ``measured_on``). That is what a grid resumed on another
+        machine needs, where the rebuilt experts differ from the first build only in floating-point rounding
+        (another CPU model's kernels); left out, those results stay keyed to weights that are not here.
 
         ``other`` is opened read-only and never changed. Its rows are checked first (a result whose score is not
         finite or disagrees with its record, a zoo name that is another checkpoint here) and the copy is one
@@ -274,6 +282,8 @@ class Store:
             raise StoreError(f"{source_path} is this store; merge another database into it.")
         rows = self._read_export(source_path) if _is_export(source_path) else self._read_database(source_path)
         _check_results(rows, source_path)
+        rebuilds = self._rebuilds_here(rows) if adopt_rebuilds else {}
+        adopted = _adopt_results(rows, rebuilds)
         added = {table: 0 for table in rows}
         present = {table: 0 for table in rows}
         differing: list[str] = []
@@ -299,6 +309,8 @@ class Store:
                         elif table == "benches" and not _same_definition(here["definition"], row["definition"]):
                             skipped.append(f"bench {row['name']}: defined differently here; this store's kept")
                         continue
+                    if table == "checkpoints" and row["fingerprint"] in rebuilds:
+                        continue
                     if table == "checkpoints" and names_here.get(row["name"], row["fingerprint"]) != row["fingerprint"]:
                         skipped.append(f"zoo entry {row['name']} ({row['fingerprint'][:12]}): the name is another "
                                        "checkpoint here; its results are copied, `upcycle zoo add` names it")
@@ -307,7 +319,25 @@ class Store:
                     added[table] += 1
                     if table == "checkpoints":
                         names_here[row["name"]] = row["fingerprint"]
-        return MergeSummary(added=added, present=present, differing=differing, skipped=skipped)
+        return MergeSummary(added=added, present=present, differing=differing, skipped=skipped, adopted=adopted)
+
+    def _rebuilds_here(self, rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]]) -> dict[str, ZooEntry]:
+        """``{fingerprint there: checkpoint here}`` for the checkpoints of ``rows`` that are not here but whose
+        recipe (the training spec key in their provenance) is that of exactly one checkpoint here."""
+        here: dict[str, list[str]] = {}
+        for fingerprint, provenance in self._db.execute("SELECT fingerprint, provenance FROM checkpoints"):
+            if recipe := _recipe(provenance):
+                here.setdefault(recipe, []).append(fingerprint)
+        columns, records = rows.get("checkpoints", ([], []))
+        rebuilds: dict[str, ZooEntry] = {}
+        for record in records:
+            row = dict(zip(columns, record))
+            builds = here.get(_recipe(row["provenance"]) or "", [])
+            if len(builds) == 1 and row["fingerprint"] not in builds:
+                entry = self.get_checkpoint(builds[0])
+                assert entry is not None
+                rebuilds[row["fingerprint"]] = entry
+        return rebuilds
 
     def _read_database(self, source_path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
         """``{table: (columns, rows)}`` of the tables the database at ``source_path`` shares with this store."""
@@ -685,6 +715,41 @@ def _to_json(value: Any) -> Any:
 
 def _from_json(value: Any) -> Any:
     return base64.b64decode(value["base64"], validate=True) if isinstance(value, dict) else value
+
+
+def _recipe(provenance: str | None) -> str | None:
+    """The key of the finetune spec a checkpoint was trained by, from its stored provenance, or None."""
+    try:
+        recipe = json.loads(provenance).get("spec_key") if provenance else None
+    except (ValueError, AttributeError):
+        return None
+    return recipe if isinstance(recipe, str) else None
+
+
+def _adopt_results(rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]],
+                   rebuilds: dict[str, ZooEntry]) -> list[str]:
+    """Re-key, in place, the result rows of ``rows`` measured on a checkpoint of ``rebuilds`` as results of its
+    rebuild (the spec's base becomes the rebuild; the result keeps the fingerprint it ran on as ``measured_on``).
+    Returns one line per checkpoint whose results were adopted."""
+    if not rebuilds or "finetune_results" not in rows:
+        return []
+    columns, records = rows["finetune_results"]
+    counts = dict.fromkeys(rebuilds, 0)
+    for index, record in enumerate(records):
+        row = dict(zip(columns, record))
+        there = row["base_fingerprint"]
+        if there not in rebuilds:
+            continue
+        spec = FinetuneSpec.model_validate_json(row["spec"])
+        spec = spec.model_copy(update={"base": rebuilds[there].ref()})
+        result = FinetuneResult.model_validate_json(row["result"])
+        result = result.model_copy(update={"key": spec.key(), "measured_on": result.measured_on or there})
+        row.update(key=result.key, base_fingerprint=spec.base.fingerprint, spec=spec.model_dump_json(),
+                   result=result.model_dump_json())
+        records[index] = tuple(row[column] for column in columns)
+        counts[there] += 1
+    return [f"{entry.name}: {counts[there]} result(s) measured on {there[:12]}, a build of the same recipe, "
+            f"adopted for {entry.fingerprint[:12]} here" for there, entry in rebuilds.items()]
 
 
 def _check_results(rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]], source_path: Path) -> None:

@@ -215,6 +215,58 @@ def test_the_cli_prints_what_it_copied_and_where_the_stores_disagree(tmp_path):
     assert outcome.exit_code == 2 and "no such database" in outcome.output
 
 
+def build_of(path, fingerprint: str, scores: dict[int, float], recipe: str = "r" * 64) -> None:
+    """A store holding a zoo entry ``expert`` (weights ``fingerprint``, trained by ``recipe``) and its results."""
+    base = CheckpointRef(reference=f"/experts/{fingerprint[0]}", name="expert", fingerprint=fingerprint,
+                         model_type="bert")
+    with Store(path) as store:
+        store.put_checkpoint(fingerprint=fingerprint, name="expert", path=base.reference, arch="bert-L2",
+                             model_type="bert", provenance={"spec_key": recipe, "seed": 0})
+        for seed, score in scores.items():
+            spec = make_spec(seed).model_copy(update={"base": base})
+            store.put_result(spec, make_result(spec, score))
+
+
+def test_results_of_a_build_elsewhere_are_adopted_for_the_rebuild_of_the_same_recipe_here_only_when_asked(tmp_path):
+    build_of(tmp_path / "first.db", "a" * 64, {0: 0.5, 1: 0.6})  # the first machine's build and its cells
+    build_of(tmp_path / "here.db", "b" * 64, {1: 0.61})  # rebuilt here (other rounding), one cell run again
+    with Store(tmp_path / "here.db") as store:
+        summary = store.merge_from(tmp_path / "first.db", adopt_rebuilds=True)
+        assert summary.adopted == ["expert: 2 result(s) measured on aaaaaaaaaaaa, a build of the same recipe, "
+                                   "adopted for bbbbbbbbbbbb here"]
+        assert summary.differing == ["t seed 1 from bbbbbbbbbbbb: 0.6100 here, 0.6000 there"]  # the rebuild's drift
+        assert summary.skipped == [] and summary.added["checkpoints"] == 0
+        results = {r.seed: r for r in store.results(base_fingerprint="b" * 64)}
+        assert (results[0].score, results[0].measured_on) == (0.5, "a" * 64)
+        assert (results[1].score, results[1].measured_on) == (0.61, None)
+        assert store.results(base_fingerprint="a" * 64) == []
+        spec = make_spec(0).model_copy(update={"base": store.checkpoint_named("expert").ref()})
+        assert store.get_result(spec.key()).score == 0.5  # the bench's key for the rebuild finds it
+        assert sum(store.merge_from(tmp_path / "first.db", adopt_rebuilds=True).added.values()) == 0
+        store.export_to(tmp_path / "here.jsonl")
+    build_of(tmp_path / "third.db", "c" * 64, {})  # a third machine adopts the export: the cell keeps its origin
+    with Store(tmp_path / "third.db") as store:
+        store.merge_from(tmp_path / "here.jsonl", adopt_rebuilds=True)
+        assert {r.seed: r.measured_on for r in store.results()} == {0: "a" * 64, 1: "b" * 64}
+    build_of(tmp_path / "plain.db", "b" * 64, {})
+    build_of(tmp_path / "other.db", "d" * 64, {}, recipe="s" * 64)  # another recipe: never adopted
+    for name in ("plain.db", "other.db"):
+        with Store(tmp_path / name) as store:
+            summary = store.merge_from(tmp_path / "first.db", adopt_rebuilds=name == "other.db")
+            assert summary.adopted == [] and "the name is another checkpoint here" in summary.skipped[0]
+            assert {r.measured_on for r in store.results()} == {None}
+            assert len(store.results(base_fingerprint="a" * 64)) == 2
+
+
+def test_the_cli_adopts_rebuilds_when_asked(tmp_path):
+    build_of(tmp_path / "first.db", "a" * 64, {0: 0.5})
+    build_of(tmp_path / "here.db", "b" * 64, {})
+    outcome = runner.invoke(app, ["store", "merge", str(tmp_path / "first.db"), "--db", str(tmp_path / "here.db"),
+                                  "--adopt-rebuilds"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "1 rebuilds adopted" in outcome.output and "expert: 1 result(s) measured on aaaaaaaaaaaa" in outcome.output
+
+
 # ---------------------------------------------------------------- exports
 
 

@@ -27,17 +27,23 @@ def store_merge(
     other: Annotated[Path, typer.Argument(help="Database or export (`upcycle store export`) to copy from (read "
                                                 "only, never changed).")],
     db: DbOption = Path("upcycle.db"),
+    adopt_rebuilds: Annotated[bool, typer.Option(
+        "--adopt-rebuilds", help="Take a checkpoint of OTHER that is not here, but was trained by the same recipe "
+        "(base, task data, seed, protocol) as one here, for a build of that one: copy its results as the one "
+        "here's, each keeping the fingerprint it ran on. For a grid resumed on another machine, whose rebuilt "
+        "experts differ in rounding only.")] = False,
 ) -> None:
     """Copy every result, zoo entry, task, bench, cached feature and score of OTHER (a database or an export) that
     --db lacks. A result stored in both keeps --db's (its key is what determines it); cells whose scores differ are
     listed."""
     with Store(db) as store:
-        summary = store.merge_from(other)
+        summary = store.merge_from(other, adopt_rebuilds=adopt_rebuilds)
     table = Table("table", "copied", "already here", title=f"{escape(str(other))} -> {escape(str(db))}")
     for name, added in summary.added.items():
         table.add_row(name, str(added), str(summary.present[name]))
     console.print(table)
-    for title, lines in (("stored in both with different scores (this store's kept)", summary.differing),
+    for title, lines in (("rebuilds adopted", summary.adopted),
+                         ("stored in both with different scores (this store's kept)", summary.differing),
                          ("not copied", summary.skipped)):
         if lines:
             errors.print(f"[yellow]{len(lines)} {title}:[/]", highlight=False)
