@@ -486,6 +486,17 @@ class Store:
             rows = [row for row in rows if row[3] == task or (prefix and row[4].startswith(prefix))]
         return [dict(zip(names, row[:-1]), result=FinetuneResult.model_validate_json(row[-1])) for row in rows]
 
+    def measured_elsewhere(self, keys: list[str]) -> dict[str, str]:
+        """``{key: fingerprint}`` for the stored keys among ``keys`` whose result was measured on another build of
+        the same checkpoint recipe and adopted (:meth:`merge_from` with ``adopt_rebuilds``)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            chunk = keys[start:start + 500]
+            found.update(self._db.execute(
+                f"SELECT key, json_extract(result, '$.measured_on') FROM finetune_results WHERE key IN "
+                f"({', '.join('?' * len(chunk))}) AND json_extract(result, '$.measured_on') IS NOT NULL", chunk))
+        return found
+
     def scores(self, keys: list[str]) -> dict[str, tuple[str, float]]:
         """``{key: (metric, score)}`` for the stored keys among ``keys``."""
         found: dict[str, tuple[str, float]] = {}

@@ -13,7 +13,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from upcycle.report import write_report
+from upcycle.ranking import load_bench
+from upcycle.report import analyze, write_report
+from upcycle.report.bench import analysis_markdown
 
 SPEC = importlib.util.spec_from_file_location(
     "committed_grid", Path(__file__).parents[2] / "benchmarks" / "committed_grid.py")
@@ -36,7 +38,23 @@ def test_the_committed_recycling_report_is_regenerated_byte_for_byte(tmp_path):
     assert (out / f"{PREFIX}_leaderboard.md").read_text() == committed(f"{PREFIX}_leaderboard.md")
     expected = json.loads(committed(f"{PREFIX}_analysis.json"))
     expected.pop("linear_probe_signal")
+    expected.pop("earlier_builds", None)  # which build each cell ran on is in the grid's store export, not the CSV
     assert (out / f"{PREFIX}_analysis.json").read_text() == json.dumps(expected, indent=2) + "\n"
     without_probe = [line for line in committed(f"{PREFIX}_analysis.md").splitlines(keepends=True)
-                     if "A linear probe as a cheap signal" not in line]
+                     if "A linear probe as a cheap signal" not in line
+                     and "Cells measured on an earlier build" not in line]
     assert (out / f"{PREFIX}_analysis.md").read_text() == "".join(without_probe)
+
+
+def test_the_analysis_says_how_many_cells_ran_on_an_earlier_build_of_their_expert(tmp_path):
+    with committed_grid.rebuild_store(tmp_path / "grid.db") as store:
+        bench = load_bench(store, committed_grid.BENCH)
+        assert "earlier_builds" not in analyze(store, bench)
+        isear = [cell for cell in bench.cells() if cell[0].checkpoint.name == "minilm-isear"]
+        for cell in isear[:5]:  # as a merge with --adopt-rebuilds leaves them
+            spec = bench.spec(*cell)
+            store.put_result(spec, store.get_result(spec.key()).model_copy(update={"measured_on": "a" * 64}))
+        result = analyze(store, bench)
+    assert result["earlier_builds"] == {"cells": 248, "adopted": 5, "checkpoints": 1}
+    assert "**Cells measured on an earlier build**: 5 of 248 cells ran on 1 checkpoint(s)" in \
+        analysis_markdown(bench, result)

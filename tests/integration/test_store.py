@@ -242,6 +242,8 @@ def test_results_of_a_build_elsewhere_are_adopted_for_the_rebuild_of_the_same_re
         assert store.results(base_fingerprint="a" * 64) == []
         spec = make_spec(0).model_copy(update={"base": store.checkpoint_named("expert").ref()})
         assert store.get_result(spec.key()).score == 0.5  # the bench's key for the rebuild finds it
+        rerun = make_spec(1).model_copy(update={"base": spec.base})
+        assert store.measured_elsewhere([spec.key(), rerun.key(), "x" * 64]) == {spec.key(): "a" * 64}
         assert sum(store.merge_from(tmp_path / "first.db", adopt_rebuilds=True).added.values()) == 0
         store.export_to(tmp_path / "here.jsonl")
     build_of(tmp_path / "third.db", "c" * 64, {})  # a third machine adopts the export: the cell keeps its origin

@@ -33,6 +33,10 @@ def analyze(store: Store, bench: Bench | str | None = None, *, probe_target: str
     if gains.shape[0] < 3 or gains.shape[1] < 2:
         raise UpcycleError("The analysis needs at least 3 candidates and 2 targets with results.")
     result = findings(summarize(frame, expected_cells(grid)), gains)
+    adopted = store.measured_elsewhere([grid.spec(*cell).key() for cell in grid.cells()])
+    if adopted:  # cells measured on an earlier build of the same expert (a grid resumed on another machine)
+        result["earlier_builds"] = {"cells": len(frame), "adopted": len(adopted),
+                                    "checkpoints": len(set(adopted.values()))}
     if probe_target is not None:
         started = time.perf_counter()
         probes = linear_probes(grid, probe_target, max_examples=probe_examples)
@@ -90,6 +94,7 @@ def analysis_markdown(bench: Bench, result: dict[str, Any]) -> str:
         f"{markdown_cell(signal['worst'])} "
         f"({signal['per_target'][signal['worst']]:.2f}).",
         *_probe_lines(result.get("linear_probe_signal")),
+        *_earlier_build_lines(result.get("earlier_builds")),
         "- **Ranking stability** (random subsets of k targets vs all targets):",
         "",
         "| k targets | Kendall tau | same top-1 | top-3 overlap |",
@@ -98,6 +103,14 @@ def analysis_markdown(bench: Bench, result: dict[str, Any]) -> str:
           for row in stability),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _earlier_build_lines(builds: dict[str, Any] | None) -> list[str]:
+    if not builds:
+        return []
+    return [f"- **Cells measured on an earlier build**: {builds['adopted']} of {builds['cells']} cells ran on "
+            f"{builds['checkpoints']} checkpoint(s) since rebuilt from the same recipe (another machine rounds "
+            f"differently) and count as the rebuilds' (`upcycle store merge --adopt-rebuilds`)."]
 
 
 def _probe_lines(probe: dict[str, Any] | None) -> list[str]:
