@@ -6,11 +6,11 @@
 # Resumable: rerun the same command after an interruption and only the missing finetunes run. The cells finished so
 # far also outlive the machine: `upcycle store export` writes them to
 # benchmarks/results/recycling_minilm$SUFFIX.results.jsonl (committed), and a run on a fresh checkout merges that
-# file into its store before benching. The experts it rebuilds are bit for bit the first build on the same CPU
-# model, but not always on another (seen: a rebuild of all 12 on a machine of CPU model 6/207 differed from the
-# committed build, one expert's test accuracy by 0.002): the merge adopts the committed cells for the rebuilt
-# experts of the same recipe (--adopt-rebuilds; each cell keeps the fingerprint it ran on) instead of running them
-# again.
+# file into its store before benching. Experts it rebuilds were bit for bit the first build on one fresh
+# machine, not on another (CPU model 6/207: all 12 fingerprints differed, 4 experts' own test scores by 0.001 to
+# 0.010): the merge adopts the committed cells for the rebuilt experts of the same recipe (--adopt-rebuilds; each
+# cell keeps the fingerprint it ran on) instead of running them again (its cost in accuracy:
+# benchmarks/rebuild_drift.py).
 #   SAVE_ONLY=1 PROTOCOL=converged bash benchmarks/recycling_minilm.sh   (export the cells stored so far and stop)
 #   PROTOCOL=converged bash benchmarks/recycling_minilm.sh                 (local executor)
 #   PROTOCOL=converged EXECUTOR=pool bash benchmarks/recycling_minilm.sh   (one worker process per core)
