@@ -489,23 +489,19 @@ class Store:
     def measured_elsewhere(self, keys: list[str]) -> dict[str, str]:
         """``{key: fingerprint}`` for the stored keys among ``keys`` whose result was measured on another build of
         the same checkpoint recipe and adopted (:meth:`merge_from` with ``adopt_rebuilds``)."""
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            chunk = keys[start:start + 500]
-            found.update(self._db.execute(
-                f"SELECT key, json_extract(result, '$.measured_on') FROM finetune_results WHERE key IN "
-                f"({', '.join('?' * len(chunk))}) AND json_extract(result, '$.measured_on') IS NOT NULL", chunk))
-        return found
+        build = "json_extract(result, '$.measured_on')"
+        return dict(self._rows_by_key(f"key, {build}", keys, and_where=f"{build} IS NOT NULL"))
 
     def scores(self, keys: list[str]) -> dict[str, tuple[str, float]]:
         """``{key: (metric, score)}`` for the stored keys among ``keys``."""
-        found: dict[str, tuple[str, float]] = {}
+        return {key: (metric, score) for key, metric, score in self._rows_by_key("key, metric, score", keys)}
+
+    def _rows_by_key(self, columns: str, keys: list[str], *, and_where: str = "1") -> Iterator[tuple[Any, ...]]:
+        """``columns`` of the stored results among ``keys`` that satisfy ``and_where``."""
         for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
             chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT key, metric, score FROM finetune_results WHERE key IN ({marks})"
-            found.update({key: (metric, score) for key, metric, score in self._db.execute(query, chunk)})
-        return found
+            yield from self._db.execute(f"SELECT {columns} FROM finetune_results WHERE key IN "
+                                        f"({','.join('?' * len(chunk))}) AND {and_where}", chunk)
 
     def results_for(self, fingerprint: str) -> list[dict[str, Any]]:
         """Tidy rows (task, seed, protocol, metric, score, spec JSON) of finetunes that started from ``fingerprint``."""
