@@ -4,7 +4,7 @@
 # estimator on every target at each sample size in EXAMPLES (default 64,128,256: the nested figure, the report's
 # headline, chooses the estimator and its sample size inside the leave-one-target-out loop) and writes
 # benchmarks/results/selection_minilm.md and .json. Estimators that ignore the sample size (prior, fewshot, size,
-# random) run once per size all the same; pass EXAMPLES=128 for the single-size table.
+# random) run once per target, their row repeated at each size; pass EXAMPLES=128 for the single-size table.
 #   bash benchmarks/selection_minilm.sh
 # PROTOCOL=converged judges them against the grid under the converged protocol (issue 17; the ground truth of a
 # base trained to convergence) and writes benchmarks/results/selection_minilm_converged.md and .json.

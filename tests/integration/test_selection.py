@@ -339,8 +339,18 @@ def test_evaluate_selection_chooses_the_estimator_and_sample_size_inside_the_loo
     """Two sample sizes in one run, the nested figure as the report's headline (prior and size: no forward pass)."""
     monkeypatch.setenv("UPCYCLE_DEVICE", "cpu")
     store, bench, _ = graded
+    calls = []
+
+    def counted(name, *args, **kwargs):
+        calls.append(name)
+        return estimate(name, *args, **kwargs)
+
+    monkeypatch.setattr("upcycle.selection.evaluation.estimate", counted)
     frame = evaluate_selection(store, bench, ["prior", "size"], examples=[32, 64])
+    assert sorted(calls) == sorted(["prior", "size"] * len(TARGETS))  # neither reads the sample: once per target
     estimators = frame[frame["estimator"] != RANDOM]
+    by_size = estimators.set_index(["estimator", "target", "examples"])["cpu_seconds"].unstack()
+    assert (by_size[32] == by_size[64]).all()  # the same estimate, repeated at each size
     assert sorted(estimators["examples"].unique()) == [32, 64] and frame.loc[frame["estimator"] == RANDOM,
                                                                               "examples"].isna().all()
     assert len(estimators) == 2 * 2 * len(TARGETS) and (frame["estimator"] == RANDOM).sum() == len(TARGETS)

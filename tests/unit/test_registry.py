@@ -9,7 +9,7 @@ from upcycle.merging import load_config
 from upcycle.merging.config import plan_for
 from upcycle.merging.methods import FUSION_METHODS, FUSION_PARAMETERS, METHOD_PARAMETERS, METHODS
 from upcycle.registry import Registry
-from upcycle.selection.estimate import get_estimator
+from upcycle.selection.estimate import get_estimator, reads_sample
 from upcycle.selection.estimators import ESTIMATORS
 from upcycle.selection.estimators.combined import RankFusion
 
@@ -34,6 +34,14 @@ def test_estimators_by_name_and_rank_fusions_by_plus():
     assert isinstance(fused, RankFusion) and fused.members == ("logme", "retrieval")
     with pytest.raises(ConfigError, match=r"Unknown estimator 'logme\+nope'; known: .*logme.*joined by '\+'"):
         get_estimator("logme+nope")
+
+
+def test_which_estimators_read_the_target_sample():
+    """The evaluation runs those that do not once per target, whatever sample sizes it compares."""
+    assert [name for name in ESTIMATORS.names() if not reads_sample(name)] == ["fewshot", "prior", "random", "size"]
+    assert reads_sample("logme+prior") and not reads_sample("prior+size") and reads_sample("ranker")
+    with pytest.raises(ConfigError, match="Unknown estimator"):
+        reads_sample("prior+nope")
 
 
 def test_merge_methods_keep_mergekits_defaults_and_parameters():

@@ -25,6 +25,13 @@ def get_estimator(name: str) -> Estimator:
     return ESTIMATORS.get(name)()
 
 
+def reads_sample(name: str) -> bool:
+    """Whether estimator ``name``'s scores depend on the target sample, its size included (a fusion's, when one of
+    its members' do): not the prior's, the few-shot proxy's (its own split), size's or random's."""
+    get_estimator(name)  # an unknown name is a ConfigError here too
+    return any(ESTIMATORS.get(member.strip()).reads_sample for member in name.split("+"))
+
+
 @dataclass(frozen=True)
 class Estimate:
     """What one estimator said about one target: scores, what it cost, and which estimator really ran.

@@ -39,7 +39,7 @@ from .advice import (
     judge_advice,
 )
 from .context import FeatureCache, Sample, SelectionContext
-from .estimate import estimate
+from .estimate import Estimate, estimate, reads_sample
 from .estimators import DEFAULT_EXAMPLES
 from .metrics import bootstrap_mean_interval, ranking_quality
 
@@ -104,7 +104,9 @@ def evaluate_selection(
 
     ``examples`` may list several sample sizes (``[64, 128, 256]``): every estimator then runs at each, and
     :func:`nested_selection` chooses the sample size inside its loop along with the estimator. Features are
-    cached per sample, so each size costs its own forward passes.
+    cached per sample, so each size costs its own forward passes. An estimator that does not read the sample
+    (:func:`~.estimate.reads_sample`: the prior, the few-shot proxy, size, random) runs once per target and its
+    row is repeated at each size, unless it fell back to one that does.
 
     Each estimator row also judges the advice ``select`` would give on the target (:func:`~.advice.judge_advice`,
     where the base was measured): ``advice``, the top pick's measured and predicted gain over the base in points
@@ -151,6 +153,7 @@ def evaluate_selection(
         gains = ({fingerprint: 100 * (score - base_scores[target_ref.name]) for fingerprint, score in measured.items()}
                  if target_ref.name in base_scores else None)
         prior_forecasts = None
+        once: dict[str, Estimate] = {}  # this target's estimates that hold at every sample size
         for n in sizes:
             context = SelectionContext(store=store, target=target, candidates=candidates,  # type: ignore[arg-type]
                                        sample=Sample(n=n, seed=seed, max_length=bench.protocol.max_length),
@@ -159,7 +162,9 @@ def evaluate_selection(
                 prior = gain_model_estimate(context)
                 prior_forecasts = (forecast_gains(prior, context) or {}) if prior is not None else {}
             for name in estimators:
-                result = estimate(name, context, device=device)
+                result = once.get(name) or estimate(name, context, device=device)
+                if not (reads_sample(name) or reads_sample(result.used)):
+                    once[name] = result
                 predicted = np.array([result.scores[fingerprint] for fingerprint in measured.index], dtype=float)
                 row = common | {"estimator": name, "used": result.used, "cpu_seconds": result.seconds,
                                 "amortized_seconds": result.amortized_seconds, "examples": n,

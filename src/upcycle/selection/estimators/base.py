@@ -20,11 +20,14 @@ class Estimator:
     """Base class: subclasses set ``name``, ``summary`` (one line) and implement :meth:`scores`.
 
     ``fallback`` names the estimator to use instead when this one raises :class:`EstimatorUnavailable`.
+    ``reads_sample`` is False where the scores do not depend on the target sample (its size included): the
+    evaluation then runs the estimator once per target, whatever sample sizes it compares.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     fallback: ClassVar[str | None] = None
+    reads_sample: ClassVar[bool] = True
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         """``{candidate fingerprint: score}``, higher is better; NaN where a candidate cannot be scored."""

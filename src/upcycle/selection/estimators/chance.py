@@ -12,6 +12,7 @@ from .base import Estimator, register_estimator
 class Random(Estimator):
     name = "random"
     summary = "baseline: a random order (seeded)"
+    reads_sample = False
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         draws = np.random.default_rng(context.seed).random(len(context.candidates))

@@ -61,6 +61,7 @@ class FewShotProxy(Estimator):
     name = "fewshot"
     summary = "2 epochs (14 steps) on ~100 target examples, scored on ~150 held-out target examples"
     fallback = "probe"
+    reads_sample = False  # its own train/held-out split of the target, whatever the sample size
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         train, held_out = fewshot_splits(context.target, context.seed)

@@ -90,6 +90,7 @@ class ModelPrior(Estimator):
     summary = ("the candidate's average gain over the base on stored benches, else on imported or shipped "
                "leaderboards (the target left out)")
     fallback = "semb"
+    reads_sample = False
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         with context.meter.timed("prior:gains"):

@@ -23,7 +23,8 @@ def parameter_count(path: str) -> int:
     total = 0
     for file in checkpoint.weight_files:
         header, _ = read_safetensors_header(file)
-        total += sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__" and not name.startswith(HEAD_PREFIXES))
+        total += sum(math.prod(entry["shape"]) for name, entry in header.items()
+                     if name != "__metadata__" and not name.startswith(HEAD_PREFIXES))
     return total
 
 
@@ -31,6 +32,7 @@ def parameter_count(path: str) -> int:
 class Size(Estimator):
     name = "size"
     summary = "baseline: parameter count (ties within one architecture)"
+    reads_sample = False
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         with context.meter.timed("size"):
