@@ -2,7 +2,8 @@
 worker per core) and Ray (2 workers).
 
 Each arm trains the identical specs into a fresh store, so nothing is cached; arms alternate over repeats.
-The pool's time includes spawning its workers (each imports torch and transformers once). The Ray arm's time includes starting a local Ray instance and its workers (what a user pays), and is also
+The pool's time includes spawning its workers (each imports torch and transformers once). The Ray arm's time
+includes starting a local Ray instance and its workers (what a user pays), and is also
 reported from the first submitted task on. Writes ``benchmarks/results/grid_throughput.json``.
 
 Ray binds the machine's address unless it runs in a private network namespace; on these machines:
@@ -75,9 +76,11 @@ def main() -> None:
     task_ratios = [local / remote for local, remote in zip(local_times, ray_warm_times)]
     pool_ratios = [local / pooled for local, pooled in zip(local_times, pool_times)]
     result = {
-        "grid": {"base": "minilm", "targets": TARGETS, "seeds": args.seeds, "specs": len(specs), "overrides": OVERRIDES},
+        "grid": {"base": "minilm", "targets": TARGETS, "seeds": args.seeds, "specs": len(specs),
+                 "overrides": OVERRIDES},
         "anchor": "LocalExecutor: one process, torch threads = 2 cores",
-        "pool": f"make_executor('pool') on the CPU: {os.cpu_count()} spawned workers x 1 torch thread, start-up included",
+        "pool": f"make_executor('pool') on the CPU: {os.cpu_count()} spawned workers x 1 torch thread, "
+                "start-up included",
         "ray": "RayExecutor on a local Ray instance, 2 workers x 1 CPU (OMP_NUM_THREADS=1 each)",
         "local_seconds": local_times,
         "pool_seconds": pool_times,
@@ -85,7 +88,8 @@ def main() -> None:
                                   "std": statistics.stdev(pool_ratios) if len(pool_ratios) > 1 else 0.0},
         "ray_seconds_including_startup": ray_times,
         "ray_seconds_tasks_only": ray_warm_times,
-        "speedup_vs_local": {"mean": statistics.mean(ratios), "std": statistics.stdev(ratios) if len(ratios) > 1 else 0.0},
+        "speedup_vs_local": {"mean": statistics.mean(ratios),
+                             "std": statistics.stdev(ratios) if len(ratios) > 1 else 0.0},
         "speedup_vs_local_tasks_only": {"mean": statistics.mean(task_ratios),
                                         "std": statistics.stdev(task_ratios) if len(task_ratios) > 1 else 0.0},
         "max_abs_score_difference": max(differences),

@@ -163,7 +163,8 @@ def markdown(result: dict) -> str:
     ]
     for label, scores in result["probe_accuracy"].items():
         values = [scores[s] for s in sources]
-        lines.append(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in values) + f" | {100 * np.mean(values):.1f} |")
+        lines.append(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in values)
+                     + f" | {100 * np.mean(values):.1f} |")
     lines += [
         "",
         "## As a starting point (finetuned on held-out targets)",

@@ -62,7 +62,8 @@ def method_configs(models: list[Path]) -> dict[str, dict]:
                    "models": [{"model": m, "parameters": {"weight": w}} for m, w in zip(tuned, (0.5, 0.3, 0.2))]},
         "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": base, "dtype": "float32",
                             "parameters": {"lambda": 0.8},
-                            "models": [{"model": m, "parameters": {"weight": w}} for m, w in zip(tuned, (1.0, 0.5, 0.5))]},
+                            "models": [{"model": m, "parameters": {"weight": w}}
+                                       for m, w in zip(tuned, (1.0, 0.5, 0.5))]},
         "ties": {"merge_method": "ties", "base_model": base, "dtype": "float32", "parameters": {"lambda": 1.0},
                  "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.5}} for m in tuned]},
     }

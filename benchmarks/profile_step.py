@@ -54,7 +54,8 @@ def main() -> None:
     step_flops = 3 * forward_flops(data.lengths, model.config)
     report = {
         "self_cpu_share": {name: round(share, 4) for name, share in shares[:15]},
-        "matmul_share": round(sum(share for name, share in shares if name in ("aten::mm", "aten::addmm", "aten::bmm")), 4),
+        "matmul_share": round(sum(share for name, share in shares
+                                  if name in ("aten::mm", "aten::addmm", "aten::bmm")), 4),
         "dropout_mask_share": round(dict(shares).get("aten::bernoulli_", 0.0), 4),
         "forward_addmm_gflops_per_s": round(step_flops / 3 / seconds["aten::addmm"] / 1e9, 1),
         "backward_mm_gflops_per_s": round(2 * step_flops / 3 / seconds["aten::mm"] / 1e9, 1),

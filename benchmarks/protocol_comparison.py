@@ -174,7 +174,8 @@ def main() -> None:
     report = compare(quick, converged, draws=args.draws)
     complete = set(report["targets"]) == set(quick["target"]) and len(converged) == len(quick)
     report |= {"complete": complete, "sources": {name: os.path.relpath(path.resolve(), ROOT)
-                                                 for name, path in (("quick", args.quick), ("converged", args.converged))}}
+                                                 for name, path in (("quick", args.quick),
+                                                                    ("converged", args.converged))}}
     write_atomic(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     command = " ".join([".venv/bin/python benchmarks/protocol_comparison.py", *sys.argv[1:]])
     text = markdown(report, complete, command)

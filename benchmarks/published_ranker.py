@@ -159,7 +159,8 @@ def main() -> None:
     print(f"  same top pick as the prior on {same_top} of {summary['targets']} targets; interval coverage "
           f"{result['interval_coverage']:.3f} (top picks: {result['top_pick_gain']['interval_coverage']:.3f}); top "
           f"pick's gain predicted {result['top_pick_gain']['predicted_mean']:+.2f}, measured "
-          f"{result['top_pick_gain']['measured_mean']:+.2f} (prior's: {result['top_pick_gain']['prior_predicted_mean']:+.2f}"
+          f"{result['top_pick_gain']['measured_mean']:+.2f} (prior's: "
+          f"{result['top_pick_gain']['prior_predicted_mean']:+.2f}"
           f", {result['top_pick_gain']['prior_measured_mean']:+.2f}); alphas {result['alphas_chosen']}")
     print(f"wrote {args.out}")
 

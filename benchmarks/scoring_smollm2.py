@@ -202,7 +202,8 @@ def markdown(summary: dict, rows: list[dict], training: list[dict], args: argpar
                 f"{category} {d['points']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
                 for category, d in summary[key].items())]
     if training:
-        lines += ["", "| meta-training | seed | steps | loss first -> last | tokens | seconds |", "|---|---|---|---|---|---|"]
+        lines += ["", "| meta-training | seed | steps | loss first -> last | tokens | seconds |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {t['arm']} | {t['seed']} | {t['steps']} | {t['first_loss']:.2f} -> {t['final_loss']:.2f} | "
                   f"{t['tokens']:,} | {t['seconds']:.0f} |" for t in training]
     lines += ["", "Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scoring_smollm2.py`", ""]

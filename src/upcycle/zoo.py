@@ -140,7 +140,8 @@ def _refuse_occupied(folder: Path, store: Store | None) -> None:
         (e for e in store.checkpoints() if Path(e.path).resolve() == folder.resolve()), None)
     held = f" and holds the zoo checkpoint {owner.name}" if owner is not None else ""
     raise CheckpointError(f"{folder}: already exists{held}; --save writes a new folder: choose another, or remove "
-                          f"this one first{' (upcycle zoo remove ' + owner.name + ' --delete-files)' if owner else ''}.")
+                          "this one first"
+                          f"{' (upcycle zoo remove ' + owner.name + ' --delete-files)' if owner else ''}.")
 
 
 def register(

@@ -219,7 +219,8 @@ def test_suites_builtin_yaml_and_bad_files(tmp_path):
     assert load_suite(str(custom)).overlaps("a", "b")
     for text, message in [("targets: []", "a suite needs a non-empty list under 'targets'."),
                           ("targets: [a, a]", "a target is listed twice."),
-                          ("targets: [a]\noverlap_groups: x", "'overlap_groups' must be a list of lists of task names.")]:
+                          ("targets: [a]\noverlap_groups: x",
+                           "'overlap_groups' must be a list of lists of task names.")]:
         custom.write_text(text)
         with pytest.raises(ConfigError) as caught:
             load_suite(str(custom))
@@ -268,7 +269,8 @@ def test_bootstrap_interval_covers_and_shrinks_with_more_targets():
 
 def test_integrity_flags_duplicates_impossible_scores_and_identical_vectors():
     rows = [("a", "fa", None, False, "x", 0, "accuracy", 0.5), ("a", "fa", None, False, "x", 0, "accuracy", 0.6),
-            ("b", "fb", None, False, "x", 0, "accuracy", 1.3), ("c", "fc", None, False, "x", 0, "spearman", float("nan")),
+            ("b", "fb", None, False, "x", 0, "accuracy", 1.3),
+            ("c", "fc", None, False, "x", 0, "spearman", float("nan")),
             ("d", "fd", None, False, "x", 0, "accuracy", 0.4), ("d", "fd", None, False, "y", 0, "accuracy", 0.7),
             ("e", "fe", None, False, "x", 0, "accuracy", 0.4), ("e", "fe", None, False, "y", 0, "accuracy", 0.7)]
     assert integrity_problems(_grid(rows)) == [

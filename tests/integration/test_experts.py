@@ -111,7 +111,8 @@ def test_the_merged_top_2_is_the_hand_averaged_lora_experts(zoo, monkeypatch, tm
             np.testing.assert_array_equal(tensor, base[name])
     assert changed == 2 * len(LORA_TARGETS)  # two layers
     provenance = json.loads((merged_folder / "upcycle.json").read_text())
-    assert provenance["merge_method"] == "linear" and provenance["base_fingerprint"] == answer.route.chosen[0].base_fingerprint
+    assert (provenance["merge_method"] == "linear"
+            and provenance["base_fingerprint"] == answer.route.chosen[0].base_fingerprint)
     assert sorted(i["fingerprint"] for i in provenance["inputs"]) == sorted(e.fingerprint for e in answer.route.chosen)
     again = merge_experts(answer.route.chosen)  # cached by the experts' fingerprints
     assert again.path == merged_folder and again.fingerprint == resolve_checkpoint(merged_folder).fingerprint

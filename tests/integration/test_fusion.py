@@ -265,8 +265,8 @@ def test_contributors_and_evaluation_run_as_ray_tasks_on_a_local_cluster(tiny, s
     fast = " ".join(f"--set {key}={value} --eval-set {key}={value}" for key, value in TINY.items())
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"name: held-out\ntargets: [{shared_data / 'cb'}]\n")
-    inner = (f"ip link set lo up && echo driver pid $$ >&2 && exec {sys.executable} -m upcycle fuse --executor ray --base {tiny} "
-             f"--contributors sst2,mrpc --iterations 1 --eval-suite {suite} --eval-seeds 1 "
+    inner = (f"ip link set lo up && echo driver pid $$ >&2 && exec {sys.executable} -m upcycle fuse --executor ray "
+             f"--base {tiny} --contributors sst2,mrpc --iterations 1 --eval-suite {suite} --eval-seeds 1 "
              f"--out {tmp_path / 'run'} --db {tmp_path / 'f.db'} {fast}")
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
     # A `ray start` that died without `ray stop` leaves its address behind; Ray's own default (address=None) would

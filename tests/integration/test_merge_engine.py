@@ -340,7 +340,8 @@ def test_sharded_output_loads_and_equals_the_single_file(family, tmp_path):
 
     with quiet_transformers():
         model = AutoModel.from_pretrained(sharded.path)
-    assert torch.equal(model.embeddings.word_embeddings.weight, tensors(single.path)["embeddings.word_embeddings.weight"])
+    assert torch.equal(model.embeddings.word_embeddings.weight,
+                       tensors(single.path)["embeddings.word_embeddings.weight"])
 
 
 def test_heads_are_merged_when_asked_and_shapes_agree_else_dropped(family, tmp_path):
@@ -460,7 +461,8 @@ def test_nan_in_an_input_is_named_and_nothing_is_written(family, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     spec = {"merge_method": "linear", "models": [{"model": str(family["a"])}, {"model": str(poisoned)}]}
-    with pytest.raises(MergeError, match=r"poisoned: tensor 'bert.encoder.layer.1.attention.self.key.weight' holds 1 NaN"):
+    with pytest.raises(MergeError,
+                       match=r"poisoned: tensor 'bert.encoder.layer.1.attention.self.key.weight' holds 1 NaN"):
         merge(spec, tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []

@@ -81,7 +81,8 @@ def test_kill_9_of_a_pool_worker_stops_in_one_line_and_the_rerun_resumes(shared_
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = driver.communicate(timeout=180)
     assert driver.returncode == 2, stderr[-2000:]
-    assert "A worker process died (" in stderr and "Finished results are kept; rerun the same command to resume." in stderr
+    assert ("A worker process died (" in stderr
+            and "Finished results are kept; rerun the same command to resume." in stderr)
     assert "Traceback" not in stderr
     kept = _stored(db)
     assert 1 <= len(kept) < 8  # (base + 1 candidate) x 2 targets x 2 seeds

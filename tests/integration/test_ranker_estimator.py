@@ -141,5 +141,6 @@ def test_too_little_to_train_on_falls_back_to_the_prior_then_to_a_target_only_es
         empty.close()
     assert result.used == "semb" and len(result.notes) >= 2
     assert result.notes[0].startswith("ranker cannot score poem_sentiment (too little to train on (0 stored targets")
-    assert result.notes[1].startswith("prior cannot score poem_sentiment (") and "falling back to semb" in result.notes[1]
+    assert (result.notes[1].startswith("prior cannot score poem_sentiment (")
+            and "falling back to semb" in result.notes[1])
     assert all(np.isfinite(v) for v in result.scores.values())

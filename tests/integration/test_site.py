@@ -79,8 +79,8 @@ def tiny_store(path: Path) -> Store:
     bench = Bench(name=BENCH, arch="bert-tiny", base=base, candidates=tuple(members.values()),
                   targets=tuple(targets.values()), seeds=(0, 1), protocol=PROTOCOL)
     store.put_bench(bench.name, bench.arch, bench.model_dump_json())
-    store.put_checkpoint(fingerprint=fingerprint("tiny-base"), name="tiny-base", path="/zoo/tiny-base", arch="bert-tiny",
-                         model_type="bert")
+    store.put_checkpoint(fingerprint=fingerprint("tiny-base"), name="tiny-base", path="/zoo/tiny-base",
+                         arch="bert-tiny", model_type="bert")
     for name, (source, _) in CANDIDATES.items():
         provenance = None
         if name == "merged":
@@ -386,8 +386,9 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed (Debian package `chromium`; `make test` "
-                                               "installs it when run as root where apt can reach its mirror)")
+@pytest.mark.skipif(chromium() is None,
+                    reason="headless Chromium not installed (Debian package `chromium`; `make test` "
+                           "installs it when run as root where apt can reach its mirror)")
 def test_the_bench_page_in_headless_chromium(built, tmp_path):
     """Opens the built page from disk in a real browser: the leaderboard table is rendered with every row, the
     site's script ran (the tables became sortable), no script from the data ran (the title and body are

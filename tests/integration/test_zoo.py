@@ -30,7 +30,8 @@ def test_a_registered_checkpoint_keeps_its_name_unless_renamed(two, store):
     assert zoo_add(store, str(first), name="other").name == "expert"  # no silent rename
     assert zoo_add(store, str(first)).name == "expert"
     assert zoo_add(store, str(first), name="other", rename=True).name == "other"
-    assert [e.name for e in store.checkpoints()] == ["other"] and entry.fingerprint == store.checkpoints()[0].fingerprint
+    assert ([e.name for e in store.checkpoints()] == ["other"]
+            and entry.fingerprint == store.checkpoints()[0].fingerprint)
 
 
 def test_names_are_unique(two, store, tmp_path):

@@ -37,7 +37,8 @@ def test_additive_model_recovers_separable_gains_and_beats_the_shuffled_control(
 
 def test_pure_noise_is_not_better_than_shuffled():
     rng = np.random.default_rng(1)
-    noise = pd.DataFrame(rng.normal(0, 1, (8, 6)), index=[f"c{i}" for i in range(8)], columns=[f"t{j}" for j in range(6)])
+    noise = pd.DataFrame(rng.normal(0, 1, (8, 6)), index=[f"c{i}" for i in range(8)],
+                         columns=[f"t{j}" for j in range(6)])
     fit = additive_model(noise, shuffles=100)
     assert abs(fit["additive"]["loo_mse"] - fit["shuffled"]["loo_mse_mean"]) < 3 * fit["shuffled"]["loo_mse_std"]
 

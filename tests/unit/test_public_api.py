@@ -7,7 +7,11 @@ import sys
 
 import upcycle
 
-NAMES_0_1_0 = """ArchKey Bench Checkpoint CheckpointError ConfigError FinetuneResult FinetuneSpec LocalExecutor MergeConfig MergeError PRESETS Protocol RayExecutor Selection Split Store StoreError Suite Task TaskError UpcycleError build_leaderboard build_zoo evaluate_selection finetune get_protocol grid_frame load_bench load_suite load_task merge plan_bench register resolve_checkpoint run_bench run_finetune run_specs select zoo_add""".split()
+NAMES_0_1_0 = ("ArchKey Bench Checkpoint CheckpointError ConfigError FinetuneResult FinetuneSpec LocalExecutor "
+               "MergeConfig MergeError PRESETS Protocol RayExecutor Selection Split Store StoreError Suite Task "
+               "TaskError UpcycleError build_leaderboard build_zoo evaluate_selection finetune get_protocol grid_frame "
+               "load_bench load_suite load_task merge plan_bench register resolve_checkpoint run_bench run_finetune "
+               "run_specs select zoo_add").split()
 
 
 def test_every_0_1_0_public_name_still_imports():

@@ -107,8 +107,10 @@ def selection_results(device: str | None):
 
 def test_the_selection_report_says_on_which_device_its_costs_were_measured():
     bench = board().bench
-    cost_line = "Cost = estimator CPU seconds / brute-force CPU seconds (finetuning every candidate once on the target)."
-    header = "| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | CPU s / target | fallbacks |"
+    cost_line = ("Cost = estimator CPU seconds / brute-force CPU seconds "
+                 "(finetuning every candidate once on the target).")
+    header = ("| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | CPU s / target "
+              "| fallbacks |")
     for device in (None, "cpu"):  # on the CPU, the text the committed report was written with
         frame, summary = selection_results(device)
         markdown = results_markdown(frame, summary, "logme", bench)

@@ -52,7 +52,8 @@ def test_normalisations_change_the_choice_as_computed_by_hand():
     np.testing.assert_allclose(option_scores([PROMPT], direct, lm, normalize="char"), [[-1.5 / 4, -2.0 / 5]])
     assert lm.calls[0][2] == [0, 0]  # one prompt's options form one group (their shared prefix runs once)
     emoji = Prompt("Which emoji?", "sunny day", ("☀", "x"), 0)
-    lm = FakeLM({("Which emoji?\nsunny day\nAnswer:", " ☀"): [-3.0], ("Which emoji?\nsunny day\nAnswer:", " x"): [-2.0]})
+    lm = FakeLM({("Which emoji?\nsunny day\nAnswer:", " ☀"): [-3.0],
+                 ("Which emoji?\nsunny day\nAnswer:", " x"): [-2.0]})
     np.testing.assert_allclose(option_scores([emoji], direct, lm, normalize="byte"), [[-3.0 / 4, -2.0 / 2]])
 
 

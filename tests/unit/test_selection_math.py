@@ -67,7 +67,8 @@ def test_fixed_point_maximises_the_evidence():
     y = f @ rng.normal(size=6) + 0.3 * rng.normal(size=80)
     sigma, x, outside = spectral(f, y)
     best = max_evidence(sigma, x, outside, 80, 6)
-    grid = [log_evidence(sigma, x, outside, 80, 6, a, b) for a in np.logspace(-3, 3, 25) for b in np.logspace(-3, 3, 25)]
+    grid = [log_evidence(sigma, x, outside, 80, 6, a, b)
+            for a in np.logspace(-3, 3, 25) for b in np.logspace(-3, 3, 25)]
     assert best >= max(grid) - 1e-6
 
 

@@ -85,7 +85,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     except Exception as error:
-        raise CheckpointError(f"{gguf}: cannot read as a GGUF language model ({type(error).__name__}: {error}).") from None
+        raise CheckpointError(f"{gguf}: cannot read as a GGUF language model "
+                              f"({type(error).__name__}: {error}).") from None
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     tensors = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
                if not (tied and name == "lm_head.weight")}

@@ -253,12 +253,14 @@ class CheckpointRef(BaseModel):
     @property
     def weights_bytes(self) -> int:
         """The size of the weight files on disk (what sizes a job's memory); 0 if they are not there."""
-        return sum(file.stat().st_size for file in Path(self.reference).glob("*") if file.suffix in (".safetensors", ".bin"))
+        return sum(file.stat().st_size for file in Path(self.reference).glob("*")
+                   if file.suffix in (".safetensors", ".bin"))
 
     def resolve(self) -> Checkpoint:
         checkpoint = resolve_checkpoint(self.reference, allow_pickle=self.allow_pickle)
         if checkpoint.fingerprint != self.fingerprint:
-            raise CheckpointError(f"{self.reference}: the weights changed since this spec was made (fingerprint differs).")
+            raise CheckpointError(f"{self.reference}: the weights changed since this spec was made "
+                                  "(fingerprint differs).")
         return checkpoint
 
     @classmethod

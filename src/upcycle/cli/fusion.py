@@ -59,14 +59,16 @@ def fuse(
         metavar=MERGE_PARAMETER_METAVAR, help="A merge parameter: density=0.5, lambda=1.0 (repeatable).")] = None,
     protocol: Annotated[str, typer.Option(help="Contributors' finetuning preset.")] = "quick",
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar=OVERRIDE_METAVAR, help="Override a contributor protocol field: epochs=3 (repeatable).")] = None,
+        "--set", metavar=OVERRIDE_METAVAR,
+        help="Override a contributor protocol field: epochs=3 (repeatable).")] = None,
     eval_protocol: Annotated[str, typer.Option(help="Evaluation finetuning preset.")] = "quick",
     eval_set: Annotated[list[str] | None, typer.Option(
         metavar=OVERRIDE_METAVAR, help="Override an evaluation protocol field: epochs=3 (repeatable).")] = None,
     rollback: Annotated[bool, typer.Option(help="Reject an iteration whose evaluated gain drops.")] = False,
     tolerance: Annotated[float, typer.Option(help="Points of drop the rollback gate forgives.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seeds the draws and the contributors' finetunes.")] = 0,
-    name: Annotated[str | None, typer.Option(help="Run name (zoo names NAME-iterN; default: the --out folder's).")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Run name (zoo names NAME-iterN; default: the --out folder's).")] = None,
     executor: ExecutorOption = "local",
     jobs: JobsOption = None,
     gpus_per_job: GpusPerJobOption = None,

@@ -19,9 +19,11 @@ from .common import DbOption, app, console, errors, friendly_errors, progress_ba
 @app.command()
 @friendly_errors
 def merge(
-    config: Annotated[Path, typer.Argument(help="Merge config (YAML; mergekit's schema plus heads/seed/tensor_parameters).")],
+    config: Annotated[Path, typer.Argument(
+        help="Merge config (YAML; mergekit's schema plus heads/seed/tensor_parameters).")],
     out: Annotated[Path, typer.Argument(help="Output folder (created atomically).")],
-    dry_run: Annotated[bool, typer.Option(help="Check the models and print the plan; read and write no tensors.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Check the models and print the plan; read and write no tensors.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     shard_mb: Annotated[int, typer.Option(help="Largest output shard, in MiB.")] = 2048,
     register: Annotated[bool, typer.Option(help="Register the merged checkpoint in the zoo (--db).")] = False,

@@ -53,9 +53,11 @@ def estimators() -> None:
 @app.command()
 @friendly_errors
 def select(
-    target: Annotated[str, typer.Argument(help="Your dataset: CSV/TSV/JSONL/Parquet file or folder, data-dir name or hub id.")],
+    target: Annotated[str, typer.Argument(
+        help="Your dataset: CSV/TSV/JSONL/Parquet file or folder, data-dir name or hub id.")],
     candidates: Annotated[str | None, typer.Option(
-        help="Comma-separated zoo names, fingerprints or paths (default: every finetuned checkpoint in the zoo).")] = None,
+        help="Comma-separated zoo names, fingerprints or paths "
+             "(default: every finetuned checkpoint in the zoo).")] = None,
     estimator: Annotated[str | None, typer.Option(
         help="Estimator (see `upcycle estimators`; default logme), or several joined by + for rank fusion.")] = None,
     verify_top: Annotated[str, typer.Option(
@@ -225,7 +227,8 @@ def evaluate_selection(
     select_by: Annotated[str, typer.Option(
         help="What the nested evaluation chooses each fold's configuration by, on the other targets: regret_at_1, "
              "regret_at_3, regret_at_5, ndcg, spearman or kendall.")] = "regret_at_3",
-    out: Annotated[Path | None, typer.Option(help="Write OUT.md and OUT.json (e.g. benchmarks/results/selection_minilm).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write OUT.md and OUT.json (e.g. benchmarks/results/selection_minilm).")] = None,
     device: DeviceOption = None,
     db: DbOption = Path("upcycle.db"),
 ) -> None:

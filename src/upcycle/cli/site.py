@@ -45,7 +45,8 @@ def site(
         "--bench", help="Comma-separated bench names (default: every bench, and the stored finetunes no bench holds).")]
     = None,
     results: Annotated[list[Path] | None, typer.Option(
-        metavar="PATH", help="A folder of result files, or one file (repeatable): selection evaluations (evaluate-selection --out), "
+        metavar="PATH",
+        help="A folder of result files, or one file (repeatable): selection evaluations (evaluate-selection --out), "
              "merge and fusion results (benchmarks/results).")] = None,
     png: Annotated[bool, typer.Option(help="Also write each figure as a PNG beside its SVG, under OUT/plots.")] = True,
     serve_: Annotated[bool, typer.Option("--serve", help="Then serve it on 127.0.0.1 until Ctrl-C.")] = False,

@@ -232,7 +232,8 @@ def _iteration(state: FusionState, out: Path, iteration: int, executor: Executor
     for contribution in run_contributions(executor, todo):
         contributions[contribution.contributor] = contribution
         log(f"iteration {iteration}: {contribution.contributor} contributed "
-            f"({contribution.n_train} examples, {contribution.train_seconds:.0f}s, worker pid {contribution.worker_pid})")
+            f"({contribution.n_train} examples, {contribution.train_seconds:.0f}s, "
+            f"worker pid {contribution.worker_pid})")
     ordered = [contributions[r.contributor.name] for r in requests]
     accepted, rejected = _screen(ordered, base_fingerprint)
     for name, reason in rejected.items():

@@ -11,7 +11,8 @@ so that the same configuration gives the same numbers:
 * task arithmetic (Ilharco et al., 2023): base + lambda * sum_i w_i (theta_i - base); a negative weight
   negates a task, weights (1, -1, 1) on (A, B, C) give the analogy A - B + C;
 * TIES (Yadav et al., 2023): trim each task vector to its top ``density`` fraction by magnitude (per tensor,
-  or at a cut computed over the whole model and passed in as ``thresholds``), elect each entry's sign as the sign of the (weighted) sum, average only the entries that agree with it (the disjoint
+  or at a cut computed over the whole model and passed in as ``thresholds``), elect each entry's sign as the sign
+  of the (weighted) sum, average only the entries that agree with it (the disjoint
   mean), scale by lambda;
 * DARE (Yu et al., 2024): drop each delta entry with probability p and rescale survivors by 1 / (1 - p),
   seeded; composable before task arithmetic or TIES;

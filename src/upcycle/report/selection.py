@@ -179,7 +179,8 @@ def results_markdown(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], de
         "of every candidate and is judged against the other seeds: the noise floor of this ground truth.",
         "",
         *(nested_markdown(nested, targets=len(targets)) if nested is not None else []),
-        f"| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | {per_target_cost} | fallbacks |",
+        f"| estimator | Regret@1 | Regret@3 | Regret@5 | NDCG | Spearman | Kendall | cost | "
+        f"{per_target_cost} | fallbacks |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = sorted(summary, key=lambda name: (summary[name]["regret_at_3"], summary[name]["regret_at_1"]))

@@ -254,7 +254,8 @@ def _slug(stem: str, name: str, taken: set[str]) -> str:
 
 def model_page(fingerprint: str) -> str:
     """The page of a checkpoint: named by its fingerprint's first 16 hex digits."""
-    return f"model-{re.sub(r'[^0-9a-f]', '', fingerprint.lower())[:16] or sha256(fingerprint.encode()).hexdigest()[:16]}.html"
+    digits = re.sub(r"[^0-9a-f]", "", fingerprint.lower())[:16]
+    return f"model-{digits or sha256(fingerprint.encode()).hexdigest()[:16]}.html"
 
 
 def _models(store: Store, benches: Sequence[BenchEntry]) -> list[ModelEntry]:

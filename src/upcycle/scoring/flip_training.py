@@ -225,7 +225,8 @@ class FlipTrainResult:
 
     ``loss_curve`` holds each optimizer step's loss (``steps`` values); ``final_loss`` is the mean of the last
     ``LOSS_WINDOW`` of them. ``seconds`` and ``tokens`` count the optimizer steps (over every session of a resumed
-    run), not loading or saving; ``tokens`` are the real (unpadded) tokens through the model. ``resumed_from`` is the step a saved state resumed from (None: a fresh start);
+    run), not loading or saving; ``tokens`` are the real (unpadded) tokens through the model. ``resumed_from`` is
+    the step a saved state resumed from (None: a fresh start);
     ``reused`` is True when ``out`` already held this run's result and nothing was trained.
     """
 

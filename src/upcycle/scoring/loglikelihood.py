@@ -157,7 +157,8 @@ def _encode(lm: LanguageModel, contexts: Sequence[str], continuations: Sequence[
     if lm.is_seq2seq:  # the encoder reads the context with its special tokens; the decoder the continuation
         context_ids = tokenizer(list(contexts), add_special_tokens=True).input_ids
     else:
-        context_ids = [_starts(tokenizer) + ids for ids in tokenizer(list(contexts), add_special_tokens=False).input_ids]
+        context_ids = [_starts(tokenizer) + ids
+                       for ids in tokenizer(list(contexts), add_special_tokens=False).input_ids]
     continuation_ids = tokenizer(list(continuations), add_special_tokens=False).input_ids
     requests = []
     for index, (context, continuation) in enumerate(zip(context_ids, continuation_ids)):

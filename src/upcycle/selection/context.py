@@ -254,7 +254,8 @@ class SelectionContext:
         def load() -> Task:
             task = load_task(where)
             if fingerprint and task.fingerprint != fingerprint:
-                raise EstimatorUnavailable(f"{where}: the source data of {candidate.name} changed since it was trained.")
+                raise EstimatorUnavailable(f"{where}: the source data of {candidate.name} changed "
+                                           "since it was trained.")
             return task
 
         return TaskSource(fingerprint or f"name:{candidate.source_task}", candidate.source_task, load)
