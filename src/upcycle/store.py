@@ -457,6 +457,15 @@ class Store:
                  result.created_at),
             )
 
+    def set_result_path(self, key: str, path: str | None) -> None:
+        """Point the stored result ``key`` at the folder its saved weights moved to (None: they were not kept)."""
+        result = self.get_result(key)
+        if result is None:
+            raise StoreError(f"No stored result {key[:12]} to point at {path}.")
+        with self._transaction() as db:
+            db.execute("UPDATE finetune_results SET result = ? WHERE key = ?",
+                       (result.model_copy(update={"checkpoint_path": path}).model_dump_json(), key))
+
     def results(self, *, task: str | None = None, base_fingerprint: str | None = None) -> list[FinetuneResult]:
         """Stored results, newest first, optionally for one task name or base fingerprint."""
         query, args = "SELECT result FROM finetune_results WHERE 1=1", []

@@ -5,6 +5,7 @@ and how a name, fingerprint prefix or path on the command line becomes a zoo ent
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,14 +35,16 @@ def finetune(
     save: str | Path | None = None,
     allow_pickle: bool = False,
     progress: ProgressCallback | None = None,
+    register_saved: bool = True,
     **task_options: Any,
 ) -> tuple[FinetuneResult, bool]:
     """Finetune ``base`` on ``task`` and record the result; return ``(result, was_cached)``.
 
     A spec already in ``store`` is returned without training unless ``force`` is set, or ``save`` asks for
     weights that the stored run did not keep. With ``save`` the new checkpoint is also registered in the
-    zoo, with the base and task as its lineage; a ``save`` folder that exists and holds anything else (another
-    model, a zoo entry, files) is refused rather than overwritten.
+    zoo, with the base and task as its lineage (not with ``register_saved=False``: weights set aside, see
+    :func:`promote_aside`); a ``save`` folder that exists and holds anything else (another model, a zoo entry,
+    files) is refused rather than overwritten.
     """
     checkpoint = base if isinstance(base, Checkpoint) else resolve_checkpoint(base, allow_pickle=allow_pickle)
     loaded = task if isinstance(task, Task) else load_task(task, **task_options)
@@ -53,7 +56,7 @@ def finetune(
     if progress is not None:  # name the run on every bar and line: which base, which task
         progress = _labelled(progress, f"{checkpoint.name} on {loaded.name}")
     result = run_finetune(spec, save_to=save, progress=progress, task=loaded)
-    _record(store, checkpoint, loaded, spec, result)
+    _record(store, checkpoint, loaded, spec, result, register_saved=register_saved)
     return result, False
 
 
@@ -73,15 +76,59 @@ def _stored_or_refused(store: Store | None, checkpoint: Checkpoint, task: Task, 
     return None
 
 
-def _record(store: Store | None, checkpoint: Checkpoint, task: Task, spec: FinetuneSpec, result: FinetuneResult
-            ) -> None:
+def _record(store: Store | None, checkpoint: Checkpoint, task: Task, spec: FinetuneSpec, result: FinetuneResult,
+            *, register_saved: bool = True) -> None:
     """After a finetune: store its result, and register the saved model in the zoo with its lineage."""
     if store is None:
         return
     store.put_result(spec, result)
-    if result.checkpoint_path is not None:
+    if result.checkpoint_path is not None and register_saved:
         register(store, resolve_checkpoint(result.checkpoint_path), source_task=task.name,
                  base_fingerprint=checkpoint.fingerprint)
+
+
+# Weights set aside: `select --save DIR --verify-top K` finetunes K candidates and the base, and keeps the one that
+# scores best. Each verification finetune saves its weights in a hidden sibling of DIR named by its spec, outside
+# the zoo; the winner's folder becomes DIR, the others are deleted. A killed run leaves them for the rerun to use.
+ASIDE = re.compile(r"\.(?P<folder>.+)\.(?P<key>[0-9a-f]{12})")
+
+
+def aside_folder(folder: str | Path, key: str) -> Path:
+    """Where the finetune of spec ``key`` keeps its weights until it is known whether they go to ``folder``."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.{key[:12]}"
+
+
+def promote_aside(store: Store, key: str, folder: str | Path) -> ZooEntry | None:
+    """Move the weights the finetune of spec ``key`` set aside for ``folder`` there, point its stored result at
+    them and register them in the zoo with their lineage, as if saved there; None (nothing moved) when it set none
+    aside or ``folder`` is taken."""
+    folder, stored = Path(folder), store.get_result(key)
+    aside = aside_folder(folder, key)
+    if stored is None or not _saved_at(stored, aside) or not _is_free(folder):
+        return None
+    aside.replace(folder)  # the same parent folder: an atomic rename, also over an empty folder
+    store.set_result_path(key, str(folder))
+    record = _saved_record(folder)
+    return register(store, resolve_checkpoint(folder), source_task=record.get("task"),
+                    base_fingerprint=record.get("base_fingerprint"))
+
+
+def discard_aside(store: Store, folder: str | Path) -> list[Path]:
+    """Delete the weights finetunes set aside for ``folder`` (and forget them in their stored results); the
+    folders deleted. Only hidden siblings named by a spec whose ``upcycle.json`` names that spec are touched."""
+    folder, deleted = Path(folder), []
+    for path in sorted(folder.parent.glob(f".{folder.name}.*")):
+        match = ASIDE.fullmatch(path.name)
+        key = _saved_spec(path) if match and match["folder"] == folder.name else None
+        if key is None or not key.startswith(match["key"]):
+            continue
+        stored = store.get_result(key)
+        if stored is not None and _saved_at(stored, path):
+            store.set_result_path(key, None)
+        shutil.rmtree(path)
+        deleted.append(path)
+    return deleted
 
 
 def _labelled(progress: ProgressCallback, label: str) -> ProgressCallback:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +67,44 @@ def test_select_save_keeps_the_verified_best_prints_where_and_registers_it(zoo, 
     assert f"saved to {kept_folder}, registered as chosen" in again.output and "train epoch" not in again.output
     with Store(db) as store:
         assert store.checkpoint_named("chosen").fingerprint == fingerprint
+
+
+def test_select_save_keeps_the_verified_weights_instead_of_training_them_again(zoo, shared_data, tmp_path,
+                                                                              monkeypatch):
+    """The verifications set their weights aside; the winner's become the kept model, the others are deleted. A run
+    killed after verifying loses nothing: the rerun trains nothing and keeps the winner."""
+    db = tmp_path / "own.db"
+    with sqlite3.connect(zoo / "upcycle.db") as source, sqlite3.connect(db) as copy:
+        source.backup(copy)  # the module's store (WAL included), without touching it
+    kept_folder = tmp_path / "kept"
+    args = ("select", shared_data / "poem_sentiment", "--verify-top", 2, "--save", kept_folder, *SETS,
+            "--set", "epochs=2", "--db", db)  # settings no stored finetune has: every verification trains
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("upcycle.selection.selector._keep", killed)  # Ctrl-C once the verifications are done
+    assert invoke(*args).exit_code == 130
+    monkeypatch.undo()
+    assert len(list(tmp_path.glob(".kept.*"))) == 3 and not kept_folder.exists()  # 2 candidates and the base
+    mine = [tmp_path / ".kept.backup", tmp_path / ".kept.0123456789ab"]  # hidden siblings upcycle did not write
+    for folder in mine:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+    done = invoke(*args)
+    assert done.exit_code == 0, done.output
+    assert "train epoch" not in done.output and "saved to " + str(kept_folder) in done.output
+    started = re.search(r"kept: (\S+) finetuned on poem_sentiment", done.output).group(1)
+    with Store(db) as store:
+        entry = store.checkpoint_named("kept")
+        assert entry is not None and Path(entry.path) == kept_folder and entry.source_task == "poem_sentiment"
+        assert entry.base_fingerprint == store.checkpoint_named(started).fingerprint
+        kept = [r for r in store.results(task="poem_sentiment")  # (another test's model is in the module's store)
+                if r.checkpoint_path is not None and Path(r.checkpoint_path).parent == tmp_path]
+        assert [r.checkpoint_path for r in kept] == [str(kept_folder)]  # the others' were deleted, and forgotten
+        assert kept[0].key == json.loads((kept_folder / "upcycle.json").read_text())["spec_key"]
+        assert not any(e.name.startswith(".") for e in store.checkpoints())  # nothing set aside entered the zoo
+    assert sorted(tmp_path.glob(".kept.*")) == sorted(mine) and (kept_folder / "model.safetensors").exists()
 
 
 def test_save_never_overwrites_another_model(zoo, shared_data, tiny_bert, tmp_path):

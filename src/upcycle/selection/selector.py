@@ -26,7 +26,15 @@ from ..protocols import Protocol, get_protocol
 from ..specs import FinetuneResult, FinetuneSpec, ProgressCallback
 from ..store import Store, ZooEntry
 from ..tasks import Task, load_task, overlapping
-from ..zoo import default_candidates, finetune, refuse_unfit_save_folder, resolve_candidate
+from ..zoo import (
+    aside_folder,
+    default_candidates,
+    discard_aside,
+    finetune,
+    promote_aside,
+    refuse_unfit_save_folder,
+    resolve_candidate,
+)
 from .advice import (
     STAY,
     GainForecast,
@@ -296,10 +304,11 @@ def select(
                               forecasts=forecasts, gain_estimate=gains if forecasts else None)
         top, selection = _plan_verification(store, selection, task, verify_top, budget, seeds, chosen_protocol,
                                             allow_pickle)
+        folder = None if save is None else Path(save) / _folder_name(arch) if len(groups) > 1 else Path(save)
         if top:
-            selection = _verify(store, selection, task, top, seeds, chosen_protocol, progress, allow_pickle)
-        if save is not None and selection.choice is not None:
-            folder = Path(save) / _folder_name(arch) if len(groups) > 1 else Path(save)
+            selection = _verify(store, selection, task, top, seeds, chosen_protocol, progress, allow_pickle,
+                                keep=folder)
+        if folder is not None and selection.choice is not None:
             selection = _keep(store, selection, task, folder, chosen_protocol, progress, allow_pickle)
         selections.append(selection)
     return selections
@@ -413,11 +422,15 @@ def _folder_name(arch: str) -> str:
 
 def _keep(store: Store, selection: Selection, task: Task, folder: Path, protocol: Protocol,
           progress: ProgressCallback | None, allow_pickle: bool) -> Selection:
-    """Finetune the selection's choice on ``task`` (seed 0, as its verification did) and keep the weights."""
+    """Keep the selection's choice finetuned on ``task`` (seed 0, as its verification did) at ``folder``: the
+    weights its verification set aside when it had to train, else a finetune that saves them there. What the
+    other verifications set aside is deleted."""
     start = selection.choice
     assert start is not None
-    result, _ = finetune(_named(start, allow_pickle), task, seed=0, protocol=protocol, store=store, save=folder,
-                         progress=progress)
+    checkpoint = _named(start, allow_pickle)
+    promote_aside(store, FinetuneSpec.create(checkpoint, task, seed=0, protocol=protocol).key(), folder)
+    discard_aside(store, folder)
+    result, _ = finetune(checkpoint, task, seed=0, protocol=protocol, store=store, save=folder, progress=progress)
     assert result.checkpoint_path is not None
     entry = store.get_checkpoint(resolve_checkpoint(result.checkpoint_path).fingerprint)
     assert entry is not None, "finetune(save=...) registers what it keeps"
@@ -430,15 +443,22 @@ def _sort_key(score: float) -> float:
 
 def _verify(
     store: Store, selection: Selection, task: Task, top: int, seeds: int, protocol: Protocol,
-    progress: ProgressCallback | None, allow_pickle: bool,
+    progress: ProgressCallback | None, allow_pickle: bool, *, keep: Path | None = None,
 ) -> Selection:
+    """Finetune the top ``top`` candidates and the base on ``task`` with ``seeds`` seeds. With ``keep`` (``--save``),
+    a seed-0 finetune that has to train sets its weights aside (:func:`~upcycle.zoo.aside_folder`), so that the
+    one kept is not trained twice."""
     chosen = [(entry, rank + 1, False) for rank, (entry, _) in enumerate(selection.ranking[:top])]
     if selection.base is not None:
         chosen.append((selection.base, None, True))
     verified = []
     for entry, rank, is_base in chosen:
+        checkpoint = _named(entry, allow_pickle)
+        key = FinetuneSpec.create(checkpoint, task, seed=0, protocol=protocol).key()
+        aside = None if keep is None or store.has_result(key) else aside_folder(keep, key)
         runs: list[tuple[FinetuneResult, bool]] = [
-            finetune(_named(entry, allow_pickle), task, seed=seed, protocol=protocol, store=store, progress=progress)
+            finetune(checkpoint, task, seed=seed, protocol=protocol, store=store, progress=progress,
+                     save=aside if seed == 0 else None, register_saved=False)
             for seed in range(seeds)
         ]
         notes = tuple(dict.fromkeys(note for result, _ in runs for note in result.notes))
