@@ -108,7 +108,7 @@ def promote_aside(store: Store, key: str, folder: str | Path) -> ZooEntry | None
     if stored is None or not _saved_at(stored, aside) or not _is_free(folder):
         return None
     aside.replace(folder)  # the same parent folder: an atomic rename, also over an empty folder
-    store.set_result_path(key, str(folder))
+    store.set_result_path(key, str(folder.resolve()))  # absolute, as a save writes it
     record = _saved_record(folder)
     return register(store, resolve_checkpoint(folder), source_task=record.get("task"),
                     base_fingerprint=record.get("base_fingerprint"))
