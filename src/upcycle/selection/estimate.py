@@ -28,8 +28,7 @@ def get_estimator(name: str) -> Estimator:
 def reads_sample(name: str) -> bool:
     """Whether estimator ``name``'s scores depend on the target sample, its size included (a fusion's, when one of
     its members' do): not the prior's, the few-shot proxy's (its own split), size's or random's."""
-    get_estimator(name)  # an unknown name is a ConfigError here too
-    return any(ESTIMATORS.get(member.strip()).reads_sample for member in name.split("+"))
+    return get_estimator(name).reads_sample  # an unknown name is a ConfigError here too
 
 
 @dataclass(frozen=True)

@@ -372,8 +372,7 @@ def verification_costs(
 
     def cost(entry: ZooEntry) -> float:
         checkpoint = _named(entry, allow_pickle)
-        missing = sum(not store.has_result(FinetuneSpec.create(checkpoint, task, seed=seed, protocol=protocol).key())
-                      for seed in range(seeds))
+        missing = sum(not store.has_result(_result_key(checkpoint, task, protocol, seed)) for seed in range(seeds))
         return missing * one
 
     base = 0.0 if selection.base is None else cost(selection.base)
@@ -428,13 +427,18 @@ def _keep(store: Store, selection: Selection, task: Task, folder: Path, protocol
     start = selection.choice
     assert start is not None
     checkpoint = _named(start, allow_pickle)
-    promote_aside(store, FinetuneSpec.create(checkpoint, task, seed=0, protocol=protocol).key(), folder)
+    promote_aside(store, _result_key(checkpoint, task, protocol), folder)
     discard_aside(store, folder)
     result, _ = finetune(checkpoint, task, seed=0, protocol=protocol, store=store, save=folder, progress=progress)
     assert result.checkpoint_path is not None
     entry = store.get_checkpoint(resolve_checkpoint(result.checkpoint_path).fingerprint)
     assert entry is not None, "finetune(save=...) registers what it keeps"
     return replace(selection, kept=Kept(start, entry, result.checkpoint_path, result.score, tuple(result.notes)))
+
+
+def _result_key(checkpoint: Checkpoint, task: Task, protocol: Protocol, seed: int = 0) -> str:
+    """The store key of ``checkpoint`` finetuned on ``task`` (seed 0: the run a verification keeps)."""
+    return FinetuneSpec.create(checkpoint, task, seed=seed, protocol=protocol).key()
 
 
 def _sort_key(score: float) -> float:
@@ -454,7 +458,7 @@ def _verify(
     verified = []
     for entry, rank, is_base in chosen:
         checkpoint = _named(entry, allow_pickle)
-        key = FinetuneSpec.create(checkpoint, task, seed=0, protocol=protocol).key()
+        key = _result_key(checkpoint, task, protocol)
         aside = None if keep is None or store.has_result(key) else aside_folder(keep, key)
         runs: list[tuple[FinetuneResult, bool]] = [
             finetune(checkpoint, task, seed=seed, protocol=protocol, store=store, progress=progress,

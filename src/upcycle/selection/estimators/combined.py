@@ -31,6 +31,7 @@ class RankFusion(Estimator):
 
     def __init__(self, members: tuple[str, ...] = MEMBERS):
         self.members = members
+        self.reads_sample = any(ESTIMATORS.get(member).reads_sample for member in members)  # one of them does
 
     def scores(self, context: SelectionContext) -> dict[str, float]:
         member_scores = []
