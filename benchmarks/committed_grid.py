@@ -22,11 +22,11 @@ from upcycle.tasks import TaskRef, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-PREFIX = "recycling_minilm"  # the headline grid's files: PREFIX.csv, PREFIX_leaderboard.md, PREFIX_analysis.*
-PROTOCOL = "quick"  # the preset it was measured under, with bf16 training (recycling_minilm.sh: "quick+")
+PREFIX = "recycling_minilm_converged"  # the headline grid's files: PREFIX.csv, PREFIX_leaderboard.md, PREFIX_analysis.*
+PROTOCOL = "converged"  # the preset it was measured under, with bf16 training (recycling_minilm.sh: "converged+")
 BENCH = "recycling10-minilm"
 ARCH = "bert-L6-H384-V30522"
-EXPERTS = "runs/recycling_minilm/experts"  # where benchmarks/recycling_minilm.sh saves them
+EXPERTS = "runs/recycling_minilm_converged/experts"  # where benchmarks/recycling_minilm.sh saves them
 
 
 def source_tasks(prefix: str = PREFIX) -> dict[str, str]:

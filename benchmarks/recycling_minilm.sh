@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The committed MiniLM recycling grid: 12 source experts x 10 targets x 2 seeds, under PROTOCOL.
-# PROTOCOL=quick reproduces the first committed grid (benchmarks/results/recycling_minilm.csv, runs/recycling_minilm);
-# PROTOCOL=converged (issue 17: a base trained to within 2 points of a long run) writes recycling_minilm_converged.*
-# from runs/recycling_minilm_converged. The experts are the same either way (quick, 3000 examples).
+# The committed MiniLM recycling grid: 12 source experts x 10 targets x 2 seeds, under PROTOCOL (default converged,
+# issue 17: a base trained to within 2 points of a long run), written to recycling_minilm_converged.* from
+# runs/recycling_minilm_converged (about 11 hours on 2 cores). PROTOCOL=quick reproduces the first committed grid
+# (benchmarks/results/recycling_minilm.csv, runs/recycling_minilm; an undertrained base, kept for comparison:
+# benchmarks/protocol_comparison.py). The experts are the same either way (quick, 3000 examples).
 # Resumable: rerun the same command after an interruption and only the missing finetunes run. The cells finished so
 # far also outlive the machine: `upcycle store export` writes them to
 # benchmarks/results/recycling_minilm$SUFFIX.results.jsonl (committed), and a run on a fresh checkout merges that
@@ -11,15 +12,15 @@
 # 0.010): the merge adopts the committed cells for the rebuilt experts of the same recipe (--adopt-rebuilds; each
 # cell keeps the fingerprint it ran on) instead of running them again (its cost in accuracy:
 # benchmarks/rebuild_drift.py).
-#   SAVE_ONLY=1 PROTOCOL=converged bash benchmarks/recycling_minilm.sh   (export the cells stored so far and stop)
-#   PROTOCOL=converged bash benchmarks/recycling_minilm.sh                 (local executor)
-#   PROTOCOL=converged EXECUTOR=pool bash benchmarks/recycling_minilm.sh   (one worker process per core)
+#   SAVE_ONLY=1 bash benchmarks/recycling_minilm.sh   (export the cells stored so far and stop)
+#   bash benchmarks/recycling_minilm.sh                 (local executor)
+#   EXECUTOR=pool bash benchmarks/recycling_minilm.sh   (one worker process per core)
 #   EXECUTOR=ray bash benchmarks/recycling_minilm.sh      (a local Ray instance, one worker per core)
 # On machines that allow only loopback traffic, run Ray in a private network namespace (../shared/RAY.md):
 #   unshare -n sh -c 'ip link set lo up && EXECUTOR=ray bash benchmarks/recycling_minilm.sh'
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-PROTOCOL="${PROTOCOL:-quick}"
+PROTOCOL="${PROTOCOL:-converged}"
 if [ "$PROTOCOL" = quick ]; then SUFFIX=""; else SUFFIX="_$PROTOCOL"; fi
 RUN="${RUN:-runs/recycling_minilm$SUFFIX}"
 DB="$RUN/upcycle.db"
