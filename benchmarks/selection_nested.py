@@ -1,13 +1,13 @@
 """Add the nested leave-one-target-out figure to a selection results file, from the per-target rows it holds.
 
 ``upcycle evaluate-selection --out`` writes the ``"nested"`` object (and the report's headline section) itself;
-this script is for a file written before it, such as the committed ``benchmarks/results/selection_minilm.json``.
+this script is for a file written before it, such as the committed ``benchmarks/results/selection_minilm_quick.json``.
 Nothing is re-estimated: the nested choice is made over the file's ``per_target`` rows, so it can only choose
 among what those rows hold (that file: one sample size, 128 examples, so estimators only). The JSON gains
 ``"nested"`` (with a ``note`` saying where it came from), every other key byte for byte as it was; the Markdown
 report gains the nested section before its table, which becomes the diagnostic. Rerunning replaces both.
 
-    python benchmarks/selection_nested.py --results benchmarks/results/selection_minilm --examples 128
+    python benchmarks/selection_nested.py --results benchmarks/results/selection_minilm_quick --examples 128
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ DIAGNOSTIC = "## Diagnostic (not nested: every row saw every target)"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/selection_minilm"),
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/selection_minilm_quick"),
                         help="the results' path without suffix (its .json and .md are updated)")
     parser.add_argument("--examples", type=int, default=None,
                         help="the sample size the rows were computed at, for rows that do not record it")

@@ -183,7 +183,7 @@ def test_select_cli_on_a_users_csv_with_verification(graded, tmp_path, monkeypat
     best = max(answer["verified"], key=lambda v: v["score"])
     assert answer["measured_best"] == best["candidate"] and best["score"] >= answer["verified"][1]["score"]
     listed = runner.invoke(app, ["estimators"])
-    assert listed.exit_code == 0 and "logme" in listed.output and "(default)" in listed.output
+    assert listed.exit_code == 0 and "logme" in listed.output and "default: logme+prior" in listed.output
 
 
 def test_a_tiny_target_falls_back_with_a_warning_and_a_budget_is_enforced(graded, tmp_path, monkeypatch):

@@ -269,8 +269,18 @@ def test_stored_finetunes_outside_any_bench_become_a_bench(built):
 def test_selection_merge_and_fusion_results(built, results_folder):
     out, site, _, _ = built
     selection = parse(out / "selection.html")
-    logme = next(row for row in selection.rows["selection-1"][1:] if row[0].startswith("logme"))
-    assert logme[:5] == ["logme (default)", "6.04", "[1.7, 11.3]", "0.80", "[0.0, 1.7]"]
+    document = json.loads((results_folder / "selection_minilm.json").read_text())
+    default, nested = document["default"], document["nested"]
+    committed = document["estimators"][default]
+    shown = next(row for row in selection.rows["selection-1"][1:] if row[0] == f"{default} (default)")
+
+    def interval(pair: list[float]) -> str:
+        return f"[{pair[0]:.1f}, {pair[1]:.1f}]"
+
+    assert shown[1:5] == [f"{committed['regret_at_1']:.2f}", interval(committed["regret_at_1_ci"]),
+                          f"{committed['regret_at_3']:.2f}", interval(committed["regret_at_3_ci"])]
+    page = (out / "selection.html").read_text()
+    assert f"Regret@1 {nested['regret_at_1']:.2f}" in page and f"Regret@3 {nested['regret_at_3']:.2f}" in page
     merges = parse(out / "merges.html")
     average = next(row for row in merges.rows["merge-1"][1:] if row[0] == "merge-average")
     assert average[1:3] == ["+7.95", "[+2.83, +14.30]"]

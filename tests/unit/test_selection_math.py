@@ -127,6 +127,8 @@ def test_rank_fusion_votes_and_cosine():
     fused = rank_fusion([{"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 3.0, "b": float("nan"), "c": 2.0}])
     assert fused["c"] > fused["b"] and fused["c"] > fused["a"]
     assert fused["b"] == pytest.approx((2 / 3 + 0.5) / 2)  # a member that cannot say puts b in the middle
+    broken = rank_fusion([{"a": 1.0, "z": float("nan")}, {"a": 2.0, "z": float("nan")}])
+    assert broken["a"] == 1.0 and np.isnan(broken["z"])  # no member can score z (a corrupt checkpoint): last
     sources = [np.array([[1.0, 0.0], [0.9, 0.1]]), np.array([[0.0, 1.0]])]
     queries = np.array([[1.0, 0.05], [0.1, 1.0], [0.2, 0.9]])
     assert nearest_votes(sources, queries).tolist() == [1.0, 2.0]

@@ -48,6 +48,8 @@ def estimators() -> None:
     for name, cls in ESTIMATORS.items():
         table.add_row(f"{name} (default)" if name == DEFAULT else name, cls.summary, cls.fallback or "")
     console.print(table)
+    if DEFAULT not in ESTIMATORS:
+        console.print(f"default: {DEFAULT} (rank fusion of the estimators joined by '+')", highlight=False)
 
 
 @app.command()

@@ -17,9 +17,12 @@ MEMBERS = ("logme", "knn", "probe")
 
 
 def rank_fusion(member_scores: list[dict[str, float]]) -> dict[str, float]:
-    """Mean percentile rank (0..1, higher better) over members; each dict maps candidate -> score."""
-    ranks = pd.DataFrame(member_scores).rank(axis=1, pct=True).fillna(0.5)  # members x candidates
-    return ranks.mean(axis=0).to_dict()
+    """Mean percentile rank (0..1, higher better) over members; each dict maps candidate -> score. A candidate
+    some member cannot score sits in the middle of that member's ranks; one that no member can score (a corrupt
+    checkpoint, say) stays NaN, so that it is ranked last."""
+    scores = pd.DataFrame(member_scores)  # members x candidates
+    fused = scores.rank(axis=1, pct=True).fillna(0.5).mean(axis=0)
+    return fused.where(scores.notna().any(axis=0)).to_dict()
 
 
 class RankFusion(Estimator):
