@@ -8,6 +8,7 @@ among what those rows hold (that file: one sample size, 128 examples, so estimat
 report gains the nested section before its table, which becomes the diagnostic. Rerunning replaces both.
 
     python benchmarks/selection_nested.py --results benchmarks/results/selection_minilm_quick --examples 128
+    python benchmarks/selection_nested.py --results benchmarks/results/selection_minilm --select-by ndcg --dry-run
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=None,
                         help="the sample size the rows were computed at, for rows that do not record it")
     parser.add_argument("--select-by", default="regret_at_3", choices=QUALITY)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the nested figure (say, chosen by another --select-by) and write nothing")
     args = parser.parse_args()
     path = args.results.with_suffix(".json")
     document = json.loads(path.read_text())
@@ -39,6 +42,11 @@ def main() -> None:
     if args.examples is not None and "examples" not in frame.columns:
         frame["examples"] = [None if name in REFERENCES else args.examples for name in frame["estimator"]]
     nested = nested_selection(frame, metric=args.select_by)
+    if args.dry_run:
+        summary = nested.summary()
+        print(f"nested, chosen by {args.select_by}: Regret@1 {summary['regret_at_1']:.2f}, Regret@3 "
+              f"{summary['regret_at_3']:.2f}, NDCG {summary['ndcg']:.3f}; chosen {summary['chosen_counts']}")
+        return
     sizes = sorted({int(n) for n in frame["examples"].dropna()}) if "examples" in frame.columns else []
     if len(sizes) == 1:
         held = f"the rows hold one sample size ({sizes[0]} examples), so each fold chose among estimators only"

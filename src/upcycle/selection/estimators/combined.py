@@ -1,5 +1,6 @@
 """Combined ranker: rank fusion of estimators. Each member's scores become percentile ranks (ties averaged;
-a candidate a member cannot score sits in the middle), and the fused score is their mean.
+a candidate a member cannot score sits in the middle; one no member can score, last), and the fused score is their
+mean.
 
 ``combined`` fuses LogME, the linear probe and kNN, which read the same cached features, so the fusion
 costs one forward pass per candidate like each of them. Any fusion can be asked for by joining names with
